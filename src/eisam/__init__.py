@@ -1,0 +1,1 @@
+"""eisam-rec: Efficient Item-wise Sharpness-Aware Minimization for LLM-based recommenders."""

@@ -1,0 +1,114 @@
+"""The LLM recommender as a LightningModule, trained under manual optimization.
+
+Every method (base, reweighting, SAM, ImbSAM, EISAM, GroupSAM) is a step object from
+``eisam.optim``; the training step only hands it per-sample loss closures and target item ids, so
+the module is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import torch
+
+from eisam.data import ItemStats
+from eisam.models.response_loss import response_nll
+
+
+def warmup_cosine(total_steps: int, warmup_ratio: float, min_lr_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warmup, then cosine decay to ``min_lr_ratio``."""
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"scheduler.warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    warmup = max(1, int(round(warmup_ratio * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class RecommenderModule(L.LightningModule):
+    """LoRA-adapted causal LM + a method from ``eisam.optim``.
+
+    ``method``: a partial of ``eisam.optim.build_method`` (from ``conf/method``) that still needs
+    ``params``, ``n_train`` and ``head_mask``.
+    """
+
+    def __init__(self, model, method: Callable, stats: ItemStats, *, total_steps: int,
+                 micro_batches: int = 1, warmup_ratio: float = 0.05, min_lr_ratio: float = 0.1):
+        super().__init__()
+        if micro_batches < 1:
+            raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
+        self.model = model
+        self.method_factory = method
+        self.stats = stats
+        self.total_steps, self.micro_batches = total_steps, micro_batches
+        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
+        self.method = None
+        self._val_nll: list[torch.Tensor] = []
+
+    def per_sample_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        self.method = self.method_factory(
+            params=self.trainable_parameters(),
+            n_train=torch.as_tensor(self.stats.n_train),
+            head_mask=torch.as_tensor(self.stats.head_mask),
+        )
+        schedule = warmup_cosine(self.total_steps, self.warmup_ratio, self.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.method.base_optimizer, schedule)
+        return [self.method.base_optimizer], [{"scheduler": scheduler, "interval": "step"}]
+
+    def on_train_start(self) -> None:
+        # Lightning counts optimizer steps (global_step, max_steps, checkpoints) through its wrapper.
+        self.method.base_optimizer = self.optimizers()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        chunks = [
+            {key: value[rows] for key, value in batch.items()}
+            for rows in torch.arange(len(batch["item_idx"])).chunk(self.micro_batches)
+        ]
+        report = self.method.step([(lambda c=c: self.per_sample_loss(c), c["item_idx"]) for c in chunks])
+        if not report.skipped:
+            self.lr_schedulers().step()
+        logged = {"train/loss": report.loss, "train/weighted_loss": report.weighted_loss,
+                  "train/eps_norm": report.eps_norm, "train/grad_norm": report.grad_norm,
+                  "train/skipped_steps": float(self.method.skipped_steps),
+                  "train/lr": self.lr_schedulers().get_last_lr()[0]}
+        if report.weighted_loss_perturbed is not None:
+            logged["train/sharpness"] = report.weighted_loss_perturbed - report.weighted_loss
+        self.log_dict({k: float(v) for k, v in logged.items() if v is not None},
+                      prog_bar=False, batch_size=len(batch["item_idx"]))
+        self.log("loss", float(report.loss), prog_bar=True, logger=False)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._val_nll.append(self.per_sample_loss(batch).detach().float())
+
+    def on_validation_epoch_end(self) -> None:
+        nll = torch.cat(self._val_nll) if self._val_nll else torch.zeros(0)
+        self._val_nll.clear()
+        self.log("val/nll", nll.mean() if len(nll) else torch.tensor(float("nan")), prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["method_state"] = self.method.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._pending_method_state = checkpoint.get("method_state")
+
+    def on_fit_start(self) -> None:
+        pending = getattr(self, "_pending_method_state", None)
+        if pending is not None and self.method is not None:
+            self.method.load_state_dict(pending)

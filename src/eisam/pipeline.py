@@ -1,0 +1,140 @@
+"""The steps shared by the entry points: validate, build data and model, train, test, write files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from eisam.evaluation import check_decoding, evaluate_split
+from eisam.lightning.datamodule import RecDataModule
+from eisam.models import apply_lora
+from eisam.prompts import PromptTemplate
+from eisam.run_files import ITEM_STATS, METRICS, PREDICTIONS, check_writable, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Cheap checks of every config value, run before any data or model is loaded."""
+    check_writable(Path(cfg.paths.output_dir))
+    check_decoding(cfg.decoding.num_beams, cfg.decoding.ks)
+    for key in ("batch_size", "eval_batch_size", "micro_batches"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    if cfg.micro_batches > cfg.batch_size:
+        raise ValueError(f"micro_batches ({cfg.micro_batches}) must be <= batch_size ({cfg.batch_size})")
+    # The method validates its own hyperparameters on construction; a one-parameter dry build
+    # runs those checks without a model.
+    dummy = [torch.nn.Parameter(torch.zeros(1))]
+    instantiate(cfg.method)(params=dummy, n_train=torch.tensor([2, 1]), head_mask=torch.tensor([True, False]))
+
+
+def build(cfg: DictConfig):
+    """Data, LoRA model and datamodule from the composed config."""
+    data = instantiate(cfg.data)
+    backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
+    model = apply_lora(backbone, **cfg.model.lora)
+    prompt = PromptTemplate(**cfg.prompt)
+    datamodule = RecDataModule(data, tokenizer, prompt, batch_size=cfg.batch_size,
+                               eval_batch_size=cfg.eval_batch_size, seed=cfg.seed)
+    return data, model, datamodule
+
+
+def total_train_steps(cfg: DictConfig, n_train: int) -> int:
+    """Optimizer steps the run will take, for the LR schedule."""
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int) and limit > 0:
+        per_epoch = min(per_epoch, limit)
+    steps = per_epoch * cfg.trainer.max_epochs
+    max_steps = cfg.trainer.get("max_steps", -1)
+    return min(steps, max_steps) if max_steps and max_steps > 0 else steps
+
+
+def run_record(cfg: DictConfig) -> dict:
+    return {"dataset": cfg.data.name, "method": cfg.method.name, "model": cfg.model.name, "seed": cfg.seed}
+
+
+def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:
+    """Decode the test users, then write predictions.csv and, last, metrics.json."""
+    metrics, predictions = evaluate_split(
+        model, datamodule, datamodule.data.test, num_beams=cfg.decoding.num_beams,
+        ks=list(cfg.decoding.ks), batch_size=cfg.decoding.batch_size,
+        length_penalty=cfg.decoding.length_penalty,
+    )
+    write_csv(out_dir / PREDICTIONS, predictions)
+    result = {"run": run_record(cfg), "data": datamodule.data.info, "test": metrics, **extra}
+    write_json(out_dir / METRICS, result)
+    return result
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, reload the best (validation NLL) or last adapters, test, and write the run's files."""
+    import lightning as L
+
+    from eisam.lightning.module import RecommenderModule
+
+    out_dir = Path(cfg.paths.output_dir)
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    data, model, datamodule = build(cfg)
+    data.stats.save(out_dir / ITEM_STATS)
+
+    module = RecommenderModule(
+        model, instantiate(cfg.method), data.stats,
+        total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
+        warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
+    )
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return {}
+
+    selected = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if selected:
+        module.load_state_dict(torch.load(selected, weights_only=False)["state_dict"], strict=False)
+    model.save_pretrained(out_dir / "adapter")
+    method = module.method
+    cost = {
+        "train_steps": method.steps, "skipped_steps": method.skipped_steps,
+        "train_seconds": round(train_seconds, 3),
+        "seconds_per_step": round(train_seconds / max(1, method.steps), 4),
+        "forward_passes": method.forward_passes, "backward_passes": method.backward_passes,
+    }
+    selection = {"checkpoint": os.path.basename(selected) if selected else "final weights",
+                 "monitor": "val/nll", "best_val_nll": _float(trainer.checkpoint_callback.best_model_score)
+                 if selected else None}
+    result = test_and_write(cfg, model, datamodule, out_dir, {"cost": cost, "selection": selection})
+    for logger in loggers:
+        logger.log_metrics(flatten({"test": result["test"], "cost": cost}))
+    return result
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    """Nested metrics → ``test/overall/hr@10``-style scalar keys for experiment loggers."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "/"))
+        elif isinstance(value, (int, float)):
+            flat[name] = float(value)
+    return flat

@@ -1,0 +1,38 @@
+"""Files a run leaves behind, written atomically so that a killed run never looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+ITEM_STATS = "item_stats.csv"
+
+
+def check_writable(folder: Path) -> None:
+    """Fails before any expensive work when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(f"output folder {folder} is not writable (hydra.run.dir / paths.output_dir): {err}") from err
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, allow_nan=False)))
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))

@@ -1,0 +1,60 @@
+"""End-to-end: the real composed config on CPU (tiny Llama, synthetic data) and its run files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from eisam.pipeline import train
+
+
+def test_smoke_run_writes_the_run_files(smoke_cfg, tmp_path):
+    result = train(smoke_cfg())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["run"] == {"dataset": "synthetic", "method": "base", "model": "tiny_llama", "seed": 0}
+    test = metrics["test"]
+    for group in ("overall", "head", "tail"):
+        assert set(test[group]) >= {"hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20", "nll"}
+    assert test["n_users"]["overall"] == test["n_users"]["head"] + test["n_users"]["tail"]
+    assert 0.0 <= test["tail_share@10"] <= 1.0 and 0.0 < test["coverage@10"] <= 1.0
+    cost = metrics["cost"]
+    assert cost["train_steps"] > 0 and cost["forward_passes"] == cost["train_steps"]  # base: 1 forward
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(predictions) == test["n_users"]["overall"]
+    assert {"user", "target", "target_group", "rank", "recommended"} <= set(predictions.columns)
+    stats = pd.read_csv(tmp_path / "item_stats.csv")
+    assert {"item_id", "title", "n_train", "group"} <= set(stats.columns)
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "override, culprit",
+    [
+        ("method=sam method.rho=-0.1", "rho"),
+        ("decoding.num_beams=5", "num_beams"),
+        ("data.head_ratio=1.5", "head_ratio"),
+        ("batch_size=0", "batch_size"),
+    ],
+)
+def test_bad_config_value_stops_before_work(smoke_cfg, tmp_path, override, culprit):
+    with pytest.raises(ValueError, match=culprit):
+        train(smoke_cfg(*override.split()))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_writes_resolved_config_and_rejects_unknown_options(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "eisam.train", "scale=smoke", "trainer.limit_train_batches=2",
+           f"hydra.run.dir={run_dir}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "metrics.json").exists()
+
+    bad = subprocess.run([*cmd[:-1], "method=nonexistent", f"hydra.run.dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "nonexistent" in bad.stderr
+    assert not (tmp_path / "bad" / "metrics.json").exists()
