@@ -1,0 +1,73 @@
+"""Full-ranking metrics for next-item recommendation with one relevant item per case.
+
+Cases are grouped by their TARGET item's head/tail group (training-split frequency); an empty
+group gets None (null in JSON), never NaN.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from eisam.data.item_stats import ItemStats
+
+KS = (5, 10, 20)
+
+
+def target_ranks(recommended: Sequence[Sequence[int]], targets: Sequence[int]) -> np.ndarray:
+    """1-based rank of each target in its recommendation list, -1 when absent."""
+    return np.array([list(r).index(t) + 1 if t in r else -1 for r, t in zip(recommended, targets, strict=True)],
+                    dtype=np.int64)
+
+
+def hit_ndcg(ranks, ks: Sequence[int] = KS) -> dict:
+    """HR@K and NDCG@K (one relevant item: 1/log2(rank+1) within the top K, else 0); None for no cases."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    out = {}
+    for k in ks:
+        hit = (ranks >= 1) & (ranks <= k)
+        gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
+        out[f"hr@{k}"], out[f"ndcg@{k}"] = (float(hit.mean()), float(gain.mean())) if len(ranks) else (None, None)
+    return out
+
+
+def _mean(x) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+def evaluate_rankings(recommended: Sequence[Sequence[int]], targets: Sequence[int], nll, stats: ItemStats,
+                      ks: Sequence[int] = KS) -> dict:
+    """Overall/head/tail HR, NDCG and mean NLL, plus the tail share of recommended items and catalogue
+    coverage at every K in `ks` that the lists reach (K=10 -> 'tail_share@10', 'coverage@10');
+    lists shorter than min(ks) use their own length."""
+    ranks = target_ranks(recommended, targets)
+    head = stats.head_mask
+    groups = {"overall": np.ones(len(ranks), bool)}
+    groups["head"] = head[np.asarray(targets, dtype=np.int64)] if len(ranks) else np.zeros(0, bool)
+    groups["tail"] = ~groups["head"]
+    nll = None if nll is None else np.asarray(nll, dtype=float)
+    out = {g: {**hit_ndcg(ranks[m], ks), "nll": None if nll is None else _mean(nll[m])} for g, m in groups.items()}
+    out["n_users"] = {g: int(m.sum()) for g, m in groups.items()}
+    longest = max((len(r) for r in recommended), default=0)
+    for k in [k for k in ks if k <= longest] or [longest]:
+        top = np.array([i for r in recommended for i in list(r)[:k]], dtype=np.int64)
+        out[f"tail_share@{k}"] = _mean(~head[top])
+        out[f"coverage@{k}"] = len(np.unique(top)) / len(head)
+    return out
+
+
+def per_user_frame(users: Sequence[str], recommended: Sequence[Sequence[int]], targets: Sequence[int],
+                   stats: ItemStats, nll=None) -> pd.DataFrame:
+    """One row per evaluated case (predictions.csv): what paired significance tests need."""
+    table = stats.table
+    targets = np.asarray(targets, dtype=np.int64)
+    return pd.DataFrame({
+        "user": list(users),
+        "target": targets,
+        "target_id": table["item_id"].to_numpy()[targets],
+        "target_group": table["group"].to_numpy()[targets],
+        "rank": target_ranks(recommended, targets),
+        "nll": np.full(len(targets), np.nan) if nll is None else np.asarray(nll, dtype=float),
+        "recommended": [" ".join(map(str, r)) for r in recommended],
+    })
