@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from eisam.evaluation import check_decoding, evaluate_split
 from eisam.lightning.datamodule import RecDataModule
-from eisam.models import apply_lora
+from eisam.models import apply_lora, load_lora
 from eisam.prompts import PromptTemplate
-from eisam.run_files import ITEM_STATS, METRICS, PREDICTIONS, check_writable, write_csv, write_json
+from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, check_writable, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ def validate_config(cfg: DictConfig) -> None:
     instantiate(cfg.method)(params=dummy, n_train=torch.tensor([2, 1]), head_mask=torch.tensor([True, False]))
 
 
-def build(cfg: DictConfig):
-    """Data, LoRA model and datamodule from the composed config."""
+def build(cfg: DictConfig, adapter_dir: Path | None = None):
+    """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and datamodule."""
     data = instantiate(cfg.data)
     backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
-    model = apply_lora(backbone, **cfg.model.lora)
+    model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
     prompt = PromptTemplate(**cfg.prompt)
     datamodule = RecDataModule(data, tokenizer, prompt, batch_size=cfg.batch_size,
                                eval_batch_size=cfg.eval_batch_size, seed=cfg.seed)
@@ -83,6 +83,7 @@ def train(cfg: DictConfig) -> dict:
 
     out_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
+    OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
     data, model, datamodule = build(cfg)
     data.stats.save(out_dir / ITEM_STATS)
@@ -107,7 +108,7 @@ def train(cfg: DictConfig) -> dict:
     selected = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if selected:
         module.load_state_dict(torch.load(selected, weights_only=False)["state_dict"], strict=False)
-    model.save_pretrained(out_dir / "adapter")
+    model.save_pretrained(out_dir / ADAPTER)
     method = module.method
     cost = {
         "train_steps": method.steps, "skipped_steps": method.skipped_steps,

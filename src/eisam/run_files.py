@@ -12,6 +12,8 @@ import pandas as pd
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 ITEM_STATS = "item_stats.csv"
+ADAPTER = "adapter"
+RESOLVED_CONFIG = "config.yaml"  # every interpolation resolved, env vars included
 
 
 def check_writable(folder: Path) -> None:

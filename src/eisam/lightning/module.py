@@ -63,8 +63,8 @@ class RecommenderModule(L.LightningModule):
     def configure_optimizers(self):
         self.method = self.method_factory(
             params=self.trainable_parameters(),
-            n_train=torch.as_tensor(self.stats.n_train),
-            head_mask=torch.as_tensor(self.stats.head_mask),
+            n_train=torch.tensor(self.stats.n_train),
+            head_mask=torch.tensor(self.stats.head_mask),
         )
         schedule = warmup_cosine(self.total_steps, self.warmup_ratio, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.method.base_optimizer, schedule)

@@ -1,0 +1,43 @@
+"""Re-evaluate a finished run: ``python -m eisam.evaluate run_dir=... [+overrides.decoding.num_beams=20]``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from eisam.entry import CONFIG_PATH, set_project_root
+
+set_project_root()
+
+
+def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
+    """Rebuild data and backbone from the run's resolved config, load its adapters, test again."""
+    from eisam.pipeline import build, test_and_write
+    from eisam.run_files import ADAPTER, RESOLVED_CONFIG, check_writable
+
+    config_file, adapter = run_dir / RESOLVED_CONFIG, run_dir / ADAPTER
+    for needed in (config_file, adapter):
+        if not needed.exists():
+            raise FileNotFoundError(f"run_dir={run_dir}: {needed.name} not found; is it a finished run folder?")
+    cfg = OmegaConf.merge(OmegaConf.load(config_file), overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+    check_writable(out_dir)
+    _, model, datamodule = build(cfg, adapter_dir=adapter)
+    return test_and_write(cfg, model, datamodule, out_dir, {"reevaluated_from": str(run_dir)})
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    result = reevaluate(Path(cfg.run_dir), OmegaConf.to_container(cfg.overrides),
+                        Path(HydraConfig.get().runtime.output_dir))
+    print(json.dumps(result["test"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
