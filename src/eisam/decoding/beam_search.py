@@ -1,0 +1,169 @@
+"""Beam search constrained to the catalogue: a fast KV-sharing route and the HF ``generate`` reference route.
+
+Both follow HF's beam search (transformers 5.x ``_beam_search``) with ``early_stopping="never"``: per
+step, the ``2 * num_beams`` best continuations of all beams are ranked; finished ones among the first
+``num_beams`` enter a pool of the ``num_beams`` best hypotheses (scored sum of token log-probs /
+length ** length_penalty); the ``num_beams`` best unfinished ones continue; a user stops once no
+running beam can beat the worst pooled hypothesis. Log-probs are taken over the full vocabulary, so a
+constrained sequence scores the sum of its unconstrained token log-probs.
+
+HF marks empty beam slots with a -1e9 score, this search with -inf; either way they rank below every
+real hypothesis, so the returned items are the same. A finished candidate is only dropped when the pool
+and the running beams already hold num_beams hypotheses, so the pool always ends with
+min(num_beams, catalogue size) >= top_k items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .prefix_tree import PrefixTree
+from .score import inference
+
+
+def _check_args(tree: PrefixTree, num_beams: int, top_k: int) -> None:
+    if num_beams < top_k:
+        raise ValueError(f"num_beams ({num_beams}) must be >= max K ({top_k})")
+    if top_k > len(tree):
+        raise ValueError(f"top_k ({top_k}) exceeds the catalogue size ({len(tree)})")
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[row, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def constrained_beam_search(model, prompts: Sequence[Sequence[int]], tree: PrefixTree, *, num_beams: int,
+                            top_k: int, pad_token_id: int, batch_size: int = 16, length_penalty: float = 0.0,
+                            progress: bool = False) -> list[list[int]]:
+    """Returns for each prompt the top_k item indices (best first).
+
+    Each batch of users is prefilled once (left padded), the prompt KV cache is repeated for the beams,
+    and the prefix-tree constraint is a gather over the CSR child tables. Prompts are batched in order
+    of length to keep padding small.
+    """
+    _check_args(tree, num_beams, top_k)
+    device = next(model.parameters()).device
+    tables = tree.tables(device)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[list[int]] = [[] for _ in prompts]
+    with inference(model), tqdm(total=len(prompts), disable=not progress, desc="beam search", unit="user") as bar:
+        for start in range(0, len(order), batch_size):
+            users = order[start:start + batch_size]
+            found = _search_batch(model, [prompts[u] for u in users], tree, tables, num_beams, top_k,
+                                  pad_token_id, length_penalty)
+            for u, items in zip(users, found.tolist()):
+                results[u] = items
+            bar.update(len(users))
+    return results
+
+
+def _search_batch(model, prompts, tree: PrefixTree, tables, num_beams: int, top_k: int, pad_token_id: int,
+                  length_penalty: float) -> torch.Tensor:
+    """``[users, top_k]`` best items per user, best first.
+
+    A user leaves the batch (and the KV cache) as soon as its search is over, so the remaining steps
+    only compute the users still searching; at the last step every beam reaches a leaf, so all are over.
+    """
+    offsets, degree, edge_tokens, edge_targets, node_item = tables
+    device, beams = offsets.device, num_beams
+    ids, mask = _left_pad(prompts, pad_token_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    cache.batch_repeat_interleave(beams)
+    logprobs = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(beams, 0)
+    mask = mask.repeat_interleave(beams, 0)
+    positions = positions[:, -1:].repeat_interleave(beams, 0)
+
+    rows = torch.arange(len(prompts), device=device)  # batch row -> user, shrinks as users finish
+    running = torch.full((len(rows), beams), float("-inf"), device=device)
+    running[:, 0] = 0.0  # every beam starts as the same prompt: only one may expand at the first step
+    nodes = torch.zeros((len(rows), beams), dtype=torch.long, device=device)
+    pool_scores = torch.full((len(rows), beams), float("-inf"), device=device)
+    pool_items = torch.full((len(rows), beams), -1, dtype=torch.long, device=device)
+    result = torch.full((len(rows), top_k), -1, dtype=torch.long, device=device)
+    in_top = torch.arange(2 * beams, device=device) < beams
+
+    for step in range(tree.max_depth):
+        n = len(rows)
+        if step:
+            positions = positions + 1
+            logits = model(input_ids=tokens.view(-1, 1), attention_mask=mask, position_ids=positions,
+                           cache=cache, use_cache=True).logits
+            logprobs = torch.log_softmax(logits[:, -1].float(), -1)
+        # Candidates: every child edge of every beam's node, padded to the widest node of this step
+        # (at least 2 so that there are always 2 * num_beams candidates to rank).
+        deg = degree[nodes]
+        width = max(int(deg.max()), 2)
+        slot = torch.arange(width, device=device)
+        valid = slot < deg[..., None]
+        edge = torch.where(valid, offsets[nodes][..., None] + slot, 0)
+        edge_lp = logprobs.view(n, beams, -1).gather(-1, edge_tokens[edge])
+        scores, flat = torch.where(valid, running[..., None] + edge_lp, float("-inf")).view(n, -1).topk(2 * beams)
+        edge = edge.view(n, -1).gather(1, flat)
+        child = edge_targets[edge]
+        item = node_item[child]
+        finished = item >= 0
+
+        running, keep = torch.where(finished, float("-inf"), scores).topk(beams)
+        parent, nodes = (flat // width).gather(1, keep), child.gather(1, keep)
+        tokens = edge_tokens[edge.gather(1, keep)]
+        new = torch.where(finished & in_top, scores / (step + 1) ** length_penalty, float("-inf"))
+        pool_scores, best = torch.cat([pool_scores, new], 1).topk(beams)
+        pool_items = torch.cat([pool_items, item], 1).gather(1, best)
+
+        # early_stopping="never": the best a running beam can still reach is its score at the most
+        # favourable length, which is the longest item when the penalty rewards length.
+        length = tree.max_depth if length_penalty > 0 else step + 1
+        alive = running[:, 0] / length ** length_penalty > pool_scores.min(-1).values
+        if not torch.isfinite(pool_scores[~alive, :top_k]).all():  # excluded by the module docstring's argument
+            raise RuntimeError("constrained beam search finished fewer than top_k items")
+        result[rows[~alive]] = pool_items[~alive, :top_k]
+        if not alive.any():
+            break
+        cache.reorder_cache((parent + beams * torch.arange(n, device=device)[:, None])[alive].view(-1))
+        rows, running, nodes, tokens, pool_scores, pool_items = (
+            t[alive] for t in (rows, running, nodes, tokens, pool_scores, pool_items))
+        mask = torch.cat([mask.view(n, beams, -1)[alive].flatten(0, 1), mask.new_ones(len(rows) * beams, 1)], 1)
+        positions = positions.view(n, beams, 1)[alive].flatten(0, 1)
+    return result
+
+
+def generic_constrained_beam_search(model, prompts: Sequence[Sequence[int]], tree: PrefixTree, *, num_beams: int,
+                                    top_k: int, pad_token_id: int, batch_size: int = 16,
+                                    length_penalty: float = 0.0) -> list[list[int]]:
+    """Reference route: HF ``generate`` with ``prefix_allowed_tokens_fn``, left padding, same settings.
+
+    Slow (the constraint is a Python call per beam and step, the prompt is encoded once per beam) but
+    it is HF's own beam search, so the fast route is tested against it. Assumes the EOS id occurs
+    only at the end of item sequences (HF stops a beam at any EOS).
+    """
+    _check_args(tree, num_beams, top_k)
+    if num_beams < 2:
+        raise ValueError("HF generate runs greedy search for num_beams=1; the reference route needs num_beams >= 2")
+    device = next(model.parameters()).device
+    results = []
+    with inference(model):
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = _left_pad(prompts[start:start + batch_size], pad_token_id, device)
+            width = ids.shape[1]
+            out = model.generate(
+                input_ids=ids, attention_mask=mask,
+                prefix_allowed_tokens_fn=lambda _, sent: tree.allowed_tokens(sent[width:].tolist()),
+                num_beams=num_beams, num_return_sequences=top_k, do_sample=False, early_stopping="never",
+                length_penalty=length_penalty, max_new_tokens=tree.max_depth, min_new_tokens=0,
+                repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=tree.eos_token_id,
+                pad_token_id=pad_token_id,
+            )
+            sequences = out[:, width:].view(len(ids), top_k, -1).tolist()
+            results += [[tree.item_of(seq) for seq in seqs] for seqs in sequences]
+    return results
