@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from eisam.analysis.study import ensure_prior, longtail_results
 from eisam.evaluation import check_decoding, evaluate_split
 from eisam.lightning.datamodule import RecDataModule
 from eisam.models import apply_lora, load_lora
@@ -32,8 +33,10 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"micro_batches ({cfg.micro_batches}) must be <= batch_size ({cfg.batch_size})")
     # The method validates its own hyperparameters on construction; a one-parameter dry build
     # runs those checks without a model.
+    # The catalogue is a stand-in large enough for any group count.
     dummy = [torch.nn.Parameter(torch.zeros(1))]
-    instantiate(cfg.method)(params=dummy, n_train=torch.tensor([2, 1]), head_mask=torch.tensor([True, False]))
+    n_train = torch.arange(1024, 0, -1)
+    instantiate(cfg.method)(params=dummy, n_train=n_train, head_mask=n_train > 820)
 
 
 def build(cfg: DictConfig, adapter_dir: Path | None = None):
@@ -70,6 +73,9 @@ def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: P
         length_penalty=cfg.decoding.length_penalty,
     )
     write_csv(out_dir / PREDICTIONS, predictions)
+    longtail = longtail_results(cfg, model, datamodule, predictions, out_dir)  # None unless analysis.prior.enabled
+    if longtail:
+        metrics["quadrants"], extra = longtail["quadrants"], {**extra, "prior": longtail["prior"]}
     result = {"run": run_record(cfg), "data": datamodule.data.info, "test": metrics, **extra}
     write_json(out_dir / METRICS, result)
     return result
@@ -86,6 +92,7 @@ def train(cfg: DictConfig) -> dict:
     OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
     data, model, datamodule = build(cfg)
+    ensure_prior(cfg, model, datamodule)  # analysis.prior.enabled: prior_score/prior_group columns (no RNG used)
     data.stats.save(out_dir / ITEM_STATS)
 
     module = RecommenderModule(
