@@ -13,6 +13,24 @@ from eisam.models.response_loss import IGNORE
 from eisam.prompts import PromptTemplate
 
 
+class EpochPermutationSampler(torch.utils.data.Sampler[int]):
+    """A fresh permutation per epoch from ``(seed, epoch)`` alone, so any epoch can be replayed."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        start, self.skip = self.skip, 0
+        return iter(order[start:].tolist())
+
+
 class RecDataModule(L.LightningDataModule):
     """Samples → right-padded ``input_ids``/``labels`` (prompt masked) with the target ``item_idx``."""
 
@@ -44,10 +62,18 @@ class RecDataModule(L.LightningDataModule):
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "item_idx": item_idx}
 
     def train_dataloader(self) -> DataLoader:
-        # A seeded generator makes the data order part of the run's seed (and of its checkpoint).
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.data.train, batch_size=self.batch_size, shuffle=True,
-                          generator=generator, collate_fn=self.collate)
+        sampler = EpochPermutationSampler(len(self.data.train), self.seed)
+        trainer = self.trainer
+        if trainer is not None and trainer.fit_loop.restarting:
+            # Resuming mid-epoch: Lightning restored the epoch and the batches already done;
+            # the sampler skips exactly those, so the run sees the data order it would have seen.
+            sampler.set_epoch(trainer.current_epoch)
+            # (`processed`, not `completed`: a checkpoint saved at a batch end counts that batch
+            # as processed; Lightning marks it completed only later, when the loop restarts.)
+            sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.batch_size
+        # Own generator: creating the iterator must not draw from the global RNG (dropout's).
+        return DataLoader(self.data.train, batch_size=self.batch_size, sampler=sampler,
+                          generator=torch.Generator().manual_seed(self.seed), collate_fn=self.collate)
 
     def eval_dataloader(self, samples: Sequence[Sample]) -> DataLoader:
         return DataLoader(list(samples), batch_size=self.eval_batch_size, collate_fn=self.collate)

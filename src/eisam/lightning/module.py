@@ -52,6 +52,7 @@ class RecommenderModule(L.LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
         self.method = None
+        self._resumed: dict | None = None  # checkpoint being resumed, until training restarts
         self._val_nll: list[torch.Tensor] = []
 
     def per_sample_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -69,10 +70,6 @@ class RecommenderModule(L.LightningModule):
         schedule = warmup_cosine(self.total_steps, self.warmup_ratio, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.method.base_optimizer, schedule)
         return [self.method.base_optimizer], [{"scheduler": scheduler, "interval": "step"}]
-
-    def on_train_start(self) -> None:
-        # Lightning counts optimizer steps (global_step, max_steps, checkpoints) through its wrapper.
-        self.method.base_optimizer = self.optimizers()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         chunks = [
@@ -104,11 +101,19 @@ class RecommenderModule(L.LightningModule):
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["method_state"] = self.method.state_dict()
+        checkpoint["torch_rng_state"] = torch.get_rng_state()  # LoRA dropout continues as if never stopped
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._pending_method_state = checkpoint.get("method_state")
+        self._resumed = checkpoint
 
     def on_fit_start(self) -> None:
-        pending = getattr(self, "_pending_method_state", None)
-        if pending is not None and self.method is not None:
-            self.method.load_state_dict(pending)
+        # configure_optimizers has built the method by now; restore its stored direction and counters.
+        if self._resumed is not None:
+            self.method.load_state_dict(self._resumed["method_state"])
+
+    def on_train_start(self) -> None:
+        # Lightning counts optimizer steps (global_step, max_steps, checkpoints) through its wrapper.
+        self.method.base_optimizer = self.optimizers()
+        if self._resumed is not None:
+            torch.set_rng_state(self._resumed["torch_rng_state"])
+            self._resumed = None
