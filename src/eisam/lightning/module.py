@@ -15,6 +15,7 @@ import torch
 
 from eisam.data import ItemStats
 from eisam.models.response_loss import response_nll
+from eisam.optim.distributed import grad_reduce_if_distributed
 
 
 def warmup_cosine(total_steps: int, warmup_ratio: float, min_lr_ratio: float) -> Callable[[int], float]:
@@ -66,6 +67,7 @@ class RecommenderModule(L.LightningModule):
             params=self.trainable_parameters(),
             n_train=torch.tensor(self.stats.n_train),
             head_mask=torch.tensor(self.stats.head_mask),
+            grad_reduce=grad_reduce_if_distributed(),
         )
         schedule = warmup_cosine(self.total_steps, self.warmup_ratio, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.method.base_optimizer, schedule)
@@ -114,6 +116,11 @@ class RecommenderModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Lightning counts optimizer steps (global_step, max_steps, checkpoints) through its wrapper.
         self.method.base_optimizer = self.optimizers()
+        wrapper = self.trainer.strategy.model
+        if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
+            # The method runs several backward passes per step and averages each one itself
+            # (grad_reduce); DDP's own once-per-forward gradient sync must stay out of the way.
+            wrapper.require_backward_grad_sync = False
         if self._resumed is not None:
             torch.set_rng_state(self._resumed["torch_rng_state"])
             self._resumed = None
