@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -15,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from eisam.analysis.study import ensure_prior, longtail_results
 from eisam.evaluation import check_decoding, evaluate_split
 from eisam.lightning.datamodule import RecDataModule
+from eisam.memory import track_peak_memory
 from eisam.models import apply_lora, load_lora
+from eisam.models.backbone import check_backbone
 from eisam.prompts import PromptTemplate
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, check_writable, write_csv, write_json
 
@@ -25,23 +29,32 @@ log = logging.getLogger(__name__)
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of every config value, run before any data or model is loaded."""
     check_writable(Path(cfg.paths.output_dir))
+    check_backbone(cfg.model.backbone)
     check_decoding(cfg.decoding.num_beams, cfg.decoding.ks)
     for key in ("batch_size", "eval_batch_size", "micro_batches"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
     if cfg.micro_batches > cfg.batch_size:
         raise ValueError(f"micro_batches ({cfg.micro_batches}) must be <= batch_size ({cfg.batch_size})")
+    objective = cfg.get("objective", "val/nll")
+    if not (objective == "val/nll" or re.fullmatch(r"valid/((overall|head|tail)/)?(nll|(hr|ndcg)@\d+)", objective)):
+        raise ValueError(f"objective must be val/nll or valid/[group/]metric (never test), got {objective!r}")
+    if objective.startswith("valid/") and not cfg.get("valid_decode"):
+        raise ValueError(f"objective={objective} needs valid_decode=true")
     # The method validates its own hyperparameters on construction; a one-parameter dry build
     # runs those checks without a model.
     # The catalogue is a stand-in large enough for any group count.
     dummy = [torch.nn.Parameter(torch.zeros(1))]
     n_train = torch.arange(1024, 0, -1)
-    instantiate(cfg.method)(params=dummy, n_train=n_train, head_mask=n_train > 820)
+    try:
+        instantiate(cfg.method)(params=dummy, n_train=n_train, head_mask=n_train > 820)
+    except ValueError as err:
+        raise ValueError(f"method={cfg.method.name} (keys method.*): {err}") from err
 
 
 def build(cfg: DictConfig, adapter_dir: Path | None = None):
     """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and datamodule."""
-    data = instantiate(cfg.data)
+    data = instantiate(cfg.data, _partial_=True)()  # called here: a DataError reaches the user unwrapped by Hydra
     backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
     model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
     prompt = PromptTemplate(**cfg.prompt)
@@ -65,13 +78,17 @@ def run_record(cfg: DictConfig) -> dict:
     return {"dataset": cfg.data.name, "method": cfg.method.name, "model": cfg.model.name, "seed": cfg.seed}
 
 
+def decode(cfg: DictConfig, model, datamodule: RecDataModule, samples) -> tuple[dict, pd.DataFrame]:
+    """Constrained decoding of ``samples`` with the run's decoding settings: (metrics, per-user predictions)."""
+    return evaluate_split(
+        model, datamodule, samples, num_beams=cfg.decoding.num_beams, ks=list(cfg.decoding.ks),
+        batch_size=cfg.decoding.batch_size, length_penalty=cfg.decoding.length_penalty,
+    )
+
+
 def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:
     """Decode the test users, then write predictions.csv and, last, metrics.json."""
-    metrics, predictions = evaluate_split(
-        model, datamodule, datamodule.data.test, num_beams=cfg.decoding.num_beams,
-        ks=list(cfg.decoding.ks), batch_size=cfg.decoding.batch_size,
-        length_penalty=cfg.decoding.length_penalty,
-    )
+    metrics, predictions = decode(cfg, model, datamodule, datamodule.data.test)
     write_csv(out_dir / PREDICTIONS, predictions)
     longtail = longtail_results(cfg, model, datamodule, predictions, out_dir)  # None unless analysis.prior.enabled
     if longtail:
@@ -84,16 +101,21 @@ def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: P
 def train(cfg: DictConfig) -> dict:
     """Fit, reload the best (validation NLL) or last adapters, test, and write the run's files."""
     import lightning as L
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from eisam.lightning.module import RecommenderModule
 
     out_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
-    OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
+    writer = rank_zero_only.rank == 0  # under DDP, every process runs this; one writes the files
+    if writer:
+        (out_dir / METRICS).unlink(missing_ok=True)  # a rerun in this folder (resume) is unfinished until it writes its own
+        OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
     data, model, datamodule = build(cfg)
     ensure_prior(cfg, model, datamodule)  # analysis.prior.enabled: prior_score/prior_group columns (no RNG used)
-    data.stats.save(out_dir / ITEM_STATS)
+    if writer:
+        data.stats.save(out_dir / ITEM_STATS)
 
     module = RecommenderModule(
         model, instantiate(cfg.method), data.stats,
@@ -106,9 +128,10 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    memory_kind, peak_memory = track_peak_memory(trainer.strategy.root_device)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    train_seconds = time.perf_counter() - started
+    train_seconds, peak_memory_mb = time.perf_counter() - started, peak_memory()
     if not trainer.is_global_zero:
         return {}
 
@@ -122,13 +145,17 @@ def train(cfg: DictConfig) -> dict:
         "train_seconds": round(train_seconds, 3),
         "seconds_per_step": round(train_seconds / max(1, method.steps), 4),
         "forward_passes": method.forward_passes, "backward_passes": method.backward_passes,
+        "peak_memory_mb": peak_memory_mb, "peak_memory_kind": memory_kind,
     }
     selection = {"checkpoint": os.path.basename(selected) if selected else "final weights",
                  "monitor": "val/nll", "best_val_nll": _float(trainer.checkpoint_callback.best_model_score)
                  if selected else None}
-    result = test_and_write(cfg, model, datamodule, out_dir, {"cost": cost, "selection": selection})
+    extra = {"cost": cost, "selection": selection}
+    if cfg.get("valid_decode"):  # validation NDCG for hyperparameter search; test stays untouched
+        extra["valid"], _ = decode(cfg, model, datamodule, datamodule.data.valid)
+    result = test_and_write(cfg, model, datamodule, out_dir, extra)
     for logger in loggers:
-        logger.log_metrics(flatten({"test": result["test"], "cost": cost}))
+        logger.log_metrics(flatten({key: result[key] for key in ("test", "valid", "cost") if key in result}))
     return result
 
 

@@ -14,6 +14,7 @@ PREDICTIONS = "predictions.csv"
 ITEM_STATS = "item_stats.csv"
 ADAPTER = "adapter"
 RESOLVED_CONFIG = "config.yaml"  # every interpolation resolved, env vars included
+ERROR = "error.txt"  # the traceback of a job that failed (the report names the run as missing)
 
 
 def check_writable(folder: Path) -> None:
@@ -27,9 +28,13 @@ def check_writable(folder: Path) -> None:
 
 
 def _atomic_write(path: Path, write) -> None:
+    """Hidden temp file, then a rename: a failed write leaves neither a partial file nor a stray temp file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: dict) -> None:

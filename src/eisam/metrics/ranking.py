@@ -21,14 +21,20 @@ def target_ranks(recommended: Sequence[Sequence[int]], targets: Sequence[int]) -
                     dtype=np.int64)
 
 
-def hit_ndcg(ranks, ks: Sequence[int] = KS) -> dict:
-    """HR@K and NDCG@K (one relevant item: 1/log2(rank+1) within the top K, else 0); None for no cases."""
+def case_hit_ndcg(ranks, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case hit (0/1) and NDCG@k (1/log2(rank+1) within the top k, else 0): the terms that
+    `hit_ndcg` averages, and what paired significance tests compare user by user."""
     ranks = np.asarray(ranks, dtype=np.int64)
+    hit = (ranks >= 1) & (ranks <= k)
+    return hit.astype(float), np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
+
+
+def hit_ndcg(ranks, ks: Sequence[int] = KS) -> dict:
+    """HR@K and NDCG@K (one relevant item); None for no cases."""
     out = {}
     for k in ks:
-        hit = (ranks >= 1) & (ranks <= k)
-        gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
-        out[f"hr@{k}"], out[f"ndcg@{k}"] = (float(hit.mean()), float(gain.mean())) if len(ranks) else (None, None)
+        hit, gain = case_hit_ndcg(ranks, k)
+        out[f"hr@{k}"], out[f"ndcg@{k}"] = (float(hit.mean()), float(gain.mean())) if len(hit) else (None, None)
     return out
 
 

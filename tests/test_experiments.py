@@ -1,0 +1,180 @@
+"""Experiment configs (composed and validated, never run), and one real multirun: a failed job
+does not stop the sweep, every job ends its own wandb run, and the report reads the sweep."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import compose_config
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from eisam.entry import CONFIG_PATH
+from eisam.pipeline import validate_config
+from eisam.report import build_report
+from eisam.train import objective_value
+
+SWEEPS = {"main": 63, "ablation": 24, "sensitivity": 20, "efficiency": 12}
+
+
+def experiment(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose("train", overrides=[f"experiment={name}", *overrides], return_hydra_config=True)
+
+
+def sweep_jobs(cfg, *cli: str) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper launches: the experiment's sweep params, then the command line."""
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + list(cli)), None)[0]
+
+
+@pytest.mark.parametrize("name, n_jobs", SWEEPS.items())
+def test_experiment_sweeps_compose_into_valid_jobs(name, n_jobs, tmp_path):
+    cfg = experiment(name)
+    assert cfg.task_name == name and cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == n_jobs
+    seen = set()
+    for job in jobs:  # every swept value once, validated as the job would be (nothing is run)
+        if set(job) - seen:
+            seen |= set(job)
+            validate_config(compose_config(tmp_path, f"experiment={name}", "scale=smoke", *job))
+
+
+def test_variants_and_group_presets_reach_the_method(tmp_path):
+    lam0 = compose_config(tmp_path, "experiment=ablation", "method=eisam", "+variant=lam0")
+    assert (lam0.variant, lam0.method.lam, lam0.method.weights) == ("lam0", 0.0, "power")
+    g16 = compose_config(tmp_path, "experiment=efficiency", "method=groupsam_g16")
+    assert (g16.method.name, g16.method.groups, g16.trainer.max_steps) == ("groupsam", 16, 50)
+
+
+def test_make_reproduce_shrinks_main_at_cpu_scale():
+    sweep = re.search(r"^SWEEP_cpu := (.*)$", (Path(CONFIG_PATH).parent / "Makefile").read_text(), re.M).group(1)
+    jobs = sweep_jobs(experiment("main"), *sweep.split())
+    assert len(jobs) == 7 and all({"data=ml100k", "seed=0"} <= set(job) for job in jobs)
+
+
+def test_hparams_search_tunes_eisam_on_validation_ndcg(smoke_cfg):
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides  # imports optuna
+
+    cfg = experiment("hparams_search")
+    sweeper = cfg.hydra.sweeper
+    assert "Optuna" in sweeper._target_ and sweeper.direction == "maximize" and sweeper.storage is None
+    assert cfg.objective == "valid/ndcg@10" and cfg.valid_decode
+    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert fixed == {"data": "ml100k", "method": "eisam"}
+    assert {name: (d.low, d.high) for name, d in space.items()} == {
+        "method.rho": (0.01, 0.2), "method.lam": (0.25, 2.0), "method.alpha": (0.0, 1.0)}
+
+    result = {"selection": {"best_val_nll": 2.5}, "valid": {"overall": {"ndcg@10": 0.3}, "tail": {"ndcg@10": 0.1}},
+              "test": {"overall": {"ndcg@10": 0.9}}}
+    assert objective_value(result, "val/nll") == 2.5
+    assert objective_value(result, "valid/ndcg@10") == 0.3 and objective_value(result, "valid/tail/ndcg@10") == 0.1
+    with pytest.raises(ValueError, match="never test"):
+        validate_config(smoke_cfg("objective=test/ndcg@10"))
+    with pytest.raises(ValueError, match="valid_decode"):
+        validate_config(smoke_cfg("objective=valid/ndcg@10"))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A real multirun of three jobs: groupsam with more groups than items fails at once; base and
+    eisam (which ignore method.groups) then train 2 steps, log to wandb (offline) and also decode
+    the validation users."""
+    root = tmp_path_factory.mktemp("sweep")
+    cmd = [sys.executable, "-m", "eisam.train", "-m", "scale=smoke", "method=groupsam,base,eisam",
+           "method.groups=100000", "trainer.limit_train_batches=2", "data.max_eval_users=16", "logger=wandb",
+           "valid_decode=true", f"hydra.sweep.dir={root}"]
+    return root, subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_a_failed_job_does_not_stop_the_sweep(sweep):
+    root, proc = sweep
+    assert proc.returncode != 0 and "groups must be between" in proc.stderr  # reported once all jobs ran
+    assert "groups must be between" in (root / "0" / "error.txt").read_text()
+    assert not (root / "0" / "metrics.json").exists()
+    assert (root / "1" / "metrics.json").exists() and (root / "2" / "metrics.json").exists()
+
+
+def wandb_records(path: Path):
+    """The protobuf records of an offline wandb run file (offline runs write no wandb-summary.json):
+    a 7-byte header, then LevelDB-log blocks of 32 KiB whose chunks (checksum 4 bytes, length 2,
+    type 1: full, first, middle, last) carry the records."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block, pos, record = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too short for a chunk header: padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        record = (b"" if kind in (1, 2) else record) + data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            yield Record.FromString(record)
+
+
+def test_each_job_ends_its_own_wandb_run_with_its_config_and_final_metrics(sweep):
+    root, _ = sweep
+    for job, method in (("1", "base"), ("2", "eisam")):
+        (run_file,) = (root / job / "wandb").glob("offline-run-*/run-*.wandb")  # one run per job: never merged
+        records = list(wandb_records(run_file))
+        config = {u.key: json.loads(u.value_json) for r in records if r.HasField("config") for u in r.config.update}
+        summary = {u.key or "/".join(u.nested_key): json.loads(u.value_json)
+                   for r in records if r.HasField("summary") for u in r.summary.update}
+        metrics = json.loads((root / job / "metrics.json").read_text())
+        assert config["method"]["name"] == method and config["task_name"] == "train"
+        assert any(key.startswith("train/loss") for key in summary)  # training curves
+        for key in ("test/overall/ndcg@10", "test/tail/hr@10", "valid/overall/ndcg@10", "cost/seconds_per_step"):
+            split, *path = key.split("/")
+            assert summary[key] == pytest.approx(metrics[split]["/".join(path)] if split == "cost"
+                                                 else metrics[split][path[0]][path[1]])
+        assert [r.exit.exit_code for r in records if r.HasField("exit")] == [0]
+
+
+def test_report_of_the_sweep_reproduces_metrics_and_names_the_failed_job(sweep, tmp_path):
+    root, _ = sweep
+    build_report([root], tmp_path / "report")
+
+    table = pd.read_csv(tmp_path / "report" / "accuracy.csv").set_index("method")
+    assert list(table.index) == ["base", "eisam"] and (table.seeds == 1).all()
+    for job, method in (("1", "base"), ("2", "eisam")):
+        test = json.loads((root / job / "metrics.json").read_text())["test"]
+        for group in ("overall", "head", "tail"):
+            for metric in ("hr@10", "ndcg@10"):
+                assert table.loc[method, f"{group}/{metric}_mean"] == pytest.approx(test[group][metric])
+    assert table.loc["eisam", "n_pairs"] == 16 and 0 <= table.loc["eisam", "p_vs_base"] <= 1
+    efficiency = pd.read_csv(tmp_path / "report" / "efficiency.csv").set_index("method")
+    assert efficiency.loc["eisam", ["forward_per_step", "backward_per_step"]].tolist() == [2.0, 3.0]
+    assert efficiency.peak_memory_mb.gt(0).all()
+    assert str(root / "0") in (tmp_path / "report" / "missing.md").read_text()
+    for name in ("report.md", "accuracy.md", "efficiency.md", "head_tail.png", "popularity_deciles.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_report_names_a_job_whose_metrics_are_gone(sweep, tmp_path):
+    root, _ = sweep
+    copy = shutil.copytree(root, tmp_path / "sweep", ignore=shutil.ignore_patterns("wandb", "adapter", "checkpoints"))
+    (copy / "2" / "metrics.json").unlink()
+
+    build_report([copy], tmp_path / "report", only="tables")
+
+    missing = (tmp_path / "report" / "missing.md").read_text()
+    assert f"`{copy / '2'}` (eisam" in missing and "no metrics.json" in missing
+    assert list(pd.read_csv(tmp_path / "report" / "accuracy.csv").method) == ["base"]
+
+
+def test_a_failed_single_run_exits_nonzero(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "eisam.train", "scale=smoke", "method=groupsam", "method.groups=100000",
+                          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    assert run.returncode != 0 and "groups must be between" in (tmp_path / "error.txt").read_text()

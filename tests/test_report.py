@@ -1,0 +1,135 @@
+"""The report on hand-made run folders (no training): pairing, significance, missing and
+superseded runs, setting columns and figures. The report of a real sweep: test_experiments.py."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from eisam.metrics.ranking import case_hit_ndcg, hit_ndcg
+from eisam.report import build_report, load_runs, main, wilcoxon_p
+
+N_ITEMS, N_USERS = 50, 40
+METHODS = {  # name: (kind, weights, direction)
+    "base": ("weighted", "uniform", "current"),
+    "eisam": ("sam", "power", "current"),
+    "eisam_fast": ("sam", "power", "previous"),
+    "groupsam": ("group", "power", "current"),
+}
+
+
+def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=True, variant=None,
+             rho=0.05, lam=1.0, groups=4, seconds_per_step=1.0):
+    """A run folder as a multirun job leaves it: .hydra/config.yaml, config.yaml, item_stats.csv and,
+    if it finished, predictions.csv and metrics.json."""
+    kind, weights, direction = METHODS[method]
+    folder.mkdir(parents=True)
+    cfg = {"task_name": task, "seed": seed, "data": {"name": "toy", "max_train_samples": None, "max_eval_users": None},
+           "model": {"name": "tiny"}, "method": {"name": method, "kind": kind, "weights": weights, "alpha": 0.5,
+                                                 "rho": rho, "lam": lam, "adaptive": False, "direction": direction,
+                                                 "groups": groups}}
+    if variant:
+        cfg["variant"] = variant
+    (folder / ".hydra").mkdir()
+    for name in (".hydra/config.yaml", "config.yaml"):
+        (folder / name).write_text(yaml.safe_dump(cfg))
+    n_train = np.arange(N_ITEMS)[::-1]  # item 0 most popular
+    head = n_train >= np.quantile(n_train, 0.8)
+    pd.DataFrame({"item_idx": range(N_ITEMS), "item_id": range(N_ITEMS), "title": "t", "n_train": n_train,
+                  "group": np.where(head, "head", "tail")}).to_csv(folder / "item_stats.csv", index=False)
+    if not finished:
+        return folder
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, N_ITEMS, N_USERS)
+    ranks = rng.integers(-1, 21, N_USERS) if ranks is None else np.asarray(ranks)
+    pd.DataFrame({"user": [f"u{i}" for i in range(N_USERS)], "target": targets, "rank": ranks}).to_csv(
+        folder / "predictions.csv", index=False)
+    test = {g: hit_ndcg(ranks[m]) for g, m in
+            (("overall", np.ones(N_USERS, bool)), ("head", head[targets]), ("tail", ~head[targets]))}
+    cost = {"train_steps": 10, "seconds_per_step": seconds_per_step, "forward_passes": 20, "backward_passes": 30,
+            "peak_memory_mb": 100.0}
+    (folder / "metrics.json").write_text(json.dumps({"test": test, "cost": cost}))
+    return folder
+
+
+def test_significance_and_tail_gain_pair_users_with_base_within_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    ranks = {(m, s): rng.integers(-1, 21, N_USERS) for m in ("base", "eisam") for s in (0, 1)}
+    for (method, seed), r in ranks.items():
+        fake_run(tmp_path / "sweep" / f"{method}{seed}", method, seed, r)
+
+    build_report([tmp_path / "sweep"], tmp_path / "out")
+
+    table = pd.read_csv(tmp_path / "out" / "accuracy.csv").set_index("method")
+    diff = np.concatenate([case_hit_ndcg(ranks["eisam", s], 10)[1] - case_hit_ndcg(ranks["base", s], 10)[1]
+                           for s in (0, 1)])
+    assert table.loc["eisam", "p_vs_base"] == pytest.approx(stats.wilcoxon(diff).pvalue)
+    assert table.loc["eisam", "n_pairs"] == 2 * N_USERS and table.loc["eisam", "seeds"] == 2
+    runs = load_runs([tmp_path / "sweep"]).set_index(["method", "seed"])["test/tail/ndcg@10"]
+    expected = runs["eisam"].mean() / runs["base"].mean() - 1
+    assert table.loc["eisam", "tail_gain_vs_base"] == pytest.approx(expected)
+    assert table.loc["eisam", "overall/ndcg@10_std"] == pytest.approx(
+        load_runs([tmp_path / "sweep"]).query("method == 'eisam'")["test/overall/ndcg@10"].std())
+    assert np.isnan(table.loc["base", "p_vs_base"])
+
+
+def test_p_value_is_one_when_no_user_differs():
+    assert wilcoxon_p(np.zeros(5)) == 1.0
+    assert wilcoxon_p(np.array([0.0, 0.5, 0.3, 0.2, 0.4, 0.6, 0.1, 0.7, 0.8])) < 0.05  # zeros are dropped
+
+
+def test_unfinished_runs_are_named_and_the_newest_rerun_counts(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    old = fake_run(sweep / "a", "eisam", ranks=np.full(N_USERS, 2))
+    new = fake_run(sweep / "b", "eisam", ranks=np.full(N_USERS, 1))
+    os.utime(old / "metrics.json", (1, 1))  # older than b
+    fake_run(sweep / "c", "base")
+    failed = fake_run(sweep / "d", "eisam_fast", finished=False)
+    (failed / "error.txt").write_text("Traceback ...\nRuntimeError: out of memory\n")
+
+    main([str(sweep), "--out", str(tmp_path / "out")])
+
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv").set_index("run")
+    assert runs.status.to_dict() == {str(old): "superseded", str(new): "ok", str(sweep / "c"): "ok",
+                                     str(failed): "missing"}
+    accuracy = pd.read_csv(tmp_path / "out" / "accuracy.csv").set_index("method")
+    assert accuracy.loc["eisam", "overall/ndcg@10_mean"] == 1.0  # rank 1 everywhere: the newer run
+    for text in ((tmp_path / "out" / "missing.md").read_text(), (tmp_path / "out" / "report.md").read_text(),
+                 capsys.readouterr().out):
+        assert str(failed) in text and "RuntimeError: out of memory" in text
+
+
+def test_tables_show_what_varies_beyond_the_method(tmp_path):
+    for variant, lam in (("full", 1.0), ("lam0", 0.0)):
+        fake_run(tmp_path / "ablation" / variant, "eisam", task="ablation", variant=variant, lam=lam)
+    build_report([tmp_path / "ablation"], tmp_path / "out", only="tables")
+    columns = list(pd.read_csv(tmp_path / "out" / "accuracy.csv").columns)
+    assert columns[:4] == ["dataset", "method", "variant", "seeds"]  # lam follows from the variant
+    assert "| toy | eisam | lam0 | 1 |" in (tmp_path / "out" / "accuracy.md").read_text()
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_efficiency_and_sensitivity_figures(tmp_path):
+    for g in (1, 2, 4):
+        fake_run(tmp_path / "eff" / f"g{g}", "groupsam", task="efficiency", groups=g, seconds_per_step=1.0 + g)
+    fake_run(tmp_path / "eff" / "eisam", "eisam", task="efficiency", seconds_per_step=2.0)
+    for rho in (0.01, 0.1):
+        for lam in (0.5, 1.0):
+            fake_run(tmp_path / "sens" / f"{rho}-{lam}", "eisam", task="sensitivity", rho=rho, lam=lam)
+
+    build_report([tmp_path / "eff"], tmp_path / "eff_out", only="figures")
+    build_report([tmp_path / "sens"], tmp_path / "sens_out")
+
+    assert (tmp_path / "eff_out" / "efficiency.png").stat().st_size > 0
+    assert not (tmp_path / "eff_out" / "accuracy.csv").exists()
+    efficiency = pd.read_csv(tmp_path / "sens_out" / "efficiency.csv")
+    assert list(efficiency.forward_per_step) == [2.0] * 4 and list(efficiency.backward_per_step) == [3.0] * 4
+    assert {"rho", "lam"} <= set(pd.read_csv(tmp_path / "sens_out" / "accuracy.csv").columns)
+    for name in ("sensitivity", "head_tail", "popularity_deciles"):
+        assert (tmp_path / "sens_out" / f"{name}.png").stat().st_size > 0
