@@ -12,13 +12,7 @@ from eisam.decoding import PrefixTree, constrained_beam_search, generic_constrai
 VOCAB, PAD, EOS = 96, 0, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on 2 shared cores run faster (and steadier) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:

@@ -133,6 +133,9 @@ def _filter(inter: pd.DataFrame, items: pd.DataFrame, *, name: str, split: str, 
     if len(empty):
         log.warning("%s: dropped %d item(s) with an empty title (ids %s) and their %d interaction(s)",
                     name, len(empty), empty.head(5).tolist(), in_empty.sum())
+    if len(inter) and in_empty.all():
+        raise DataError(f"{name}: every interacted item has an empty title after cleaning (e.g. ids "
+                        f"{empty.head(5).tolist()}); expected text in the item file's title column (data.fields.title)")
     dropped = {"empty_title_items": len(empty), "empty_title_interactions": int(in_empty.sum())}
     inter = inter[~in_empty]
     n = len(inter)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -66,10 +66,8 @@ def load_smollm2(
     into a fresh ``LlamaForCausalLM`` of the same config, which saves (and reloads in ~1 s).
     """
     folder = Path(cache_dir) / "smollm2-135m-instruct"
-    if not (folder / "config.json").exists():
-        gguf = Path(gguf_path) if gguf_path else smollm2_gguf_path()
-        if not gguf.is_file():
-            raise FileNotFoundError(f"model.backbone.gguf_path: GGUF file not found: {gguf}")
+    gguf = smollm2_source(cache_dir, gguf_path)
+    if gguf:
         log.info("Converting %s into %s (once)", gguf, folder)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -82,11 +80,42 @@ def load_smollm2(
     return load_pretrained(catalogue_texts, name_or_path=str(folder), dtype=dtype)
 
 
-def load_pretrained(catalogue_texts: Sequence[str] = (), *, name_or_path: str, dtype: str = "float32"):
-    """Any causal LM by hub id or local folder (hub ids need internet the first time)."""
+def smollm2_source(cache_dir: str, gguf_path: str | None) -> Path | None:
+    """The GGUF file to convert, or None when the converted folder is already cached."""
+    folder = Path(cache_dir) / "smollm2-135m-instruct"
+    if (folder / "config.json").exists():
+        return None
+    gguf = Path(gguf_path) if gguf_path else smollm2_gguf_path()
+    if not gguf.is_file():
+        raise FileNotFoundError(f"model.backbone.gguf_path: GGUF file not found: {gguf} "
+                                f"(and no converted model in {folder}, paths.model_cache_dir)")
+    return gguf
+
+
+def check_model_folder(name_or_path: str) -> None:
+    """A path-like name must be a model folder; anything else is taken as a hub id."""
     local = Path(name_or_path)
     if (name_or_path.startswith((".", "/")) or local.exists()) and not (local / "config.json").exists():
         raise FileNotFoundError(f"model.backbone.name_or_path: no model folder (config.json) at {local}")
+
+
+# Per loader (by the name its `_target_` ends with), the check of its files that needs no model loading.
+BACKBONE_CHECKS = {
+    "load_smollm2": lambda b: smollm2_source(b["cache_dir"], b.get("gguf_path")),
+    "load_pretrained": lambda b: check_model_folder(b["name_or_path"]),
+}
+
+
+def check_backbone(backbone: Mapping) -> None:
+    """Fails fast, before any data is read, on a model file or folder that does not exist."""
+    check = BACKBONE_CHECKS.get(str(backbone.get("_target_", "")).rsplit(".", 1)[-1])
+    if check:
+        check(backbone)
+
+
+def load_pretrained(catalogue_texts: Sequence[str] = (), *, name_or_path: str, dtype: str = "float32"):
+    """Any causal LM by hub id or local folder (hub ids need internet the first time)."""
+    check_model_folder(name_or_path)
     tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(name_or_path))
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=_dtype(dtype))
     return model, tokenizer
