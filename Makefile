@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all reproduce tables figures bench bench-optim bench-decode clean
+.PHONY: install test reproduce tables figures bench bench-optim bench-decode clean
 
 install: $(STAMP)
 
@@ -22,9 +22,6 @@ $(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 
 test: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest tests
-
-test-all: $(STAMP)
-	EISAM_SLOW=1 WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest tests
 
 # `make reproduce`: the paper's sweeps at SCALE, each followed by its report (tables and figures) in
 # outputs/report/<experiment>/. SCALE=cpu (default): `main` on ml100k with one seed, 7 jobs, about 2 h
