@@ -135,7 +135,8 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    selected = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpoint = trainer.checkpoint_callback
+    selected = checkpoint.best_model_path if checkpoint else ""
     if selected:
         module.load_state_dict(torch.load(selected, weights_only=False)["state_dict"], strict=False)
     model.save_pretrained(out_dir / ADAPTER)
@@ -143,13 +144,13 @@ def train(cfg: DictConfig) -> dict:
     cost = {
         "train_steps": method.steps, "skipped_steps": method.skipped_steps,
         "train_seconds": round(train_seconds, 3),
-        "seconds_per_step": round(train_seconds / max(1, method.steps), 4),
+        "seconds_per_step": round(train_seconds / max(1, method.steps), 4),  # fit's wall time, validation included
         "forward_passes": method.forward_passes, "backward_passes": method.backward_passes,
         "peak_memory_mb": peak_memory_mb, "peak_memory_kind": memory_kind,
     }
     selection = {"checkpoint": os.path.basename(selected) if selected else "final weights",
-                 "monitor": "val/nll", "best_val_nll": _float(trainer.checkpoint_callback.best_model_score)
-                 if selected else None}
+                 "monitor": checkpoint.monitor if checkpoint else None,
+                 "best_val_nll": _float(checkpoint.best_model_score) if selected else None}
     extra = {"cost": cost, "selection": selection}
     if cfg.get("valid_decode"):  # validation NDCG for hyperparameter search; test stays untouched
         extra["valid"], _ = decode(cfg, model, datamodule, datamodule.data.valid)
