@@ -9,8 +9,10 @@ import torch
 
 from eisam.data import Sample
 from eisam.decoding import PrefixTree, constrained_beam_search
+from eisam.decoding.score import inference
 from eisam.lightning.datamodule import RecDataModule
 from eisam.metrics import evaluate_rankings, per_user_frame
+from eisam.models.response_loss import response_nll
 
 
 def check_decoding(num_beams: int, ks: Sequence[int]) -> None:
@@ -19,20 +21,13 @@ def check_decoding(num_beams: int, ks: Sequence[int]) -> None:
         raise ValueError(f"decoding.num_beams ({num_beams}) must be >= max K ({max(ks)}) of decoding.ks")
 
 
-@torch.no_grad()
 def teacher_forced_nll(model, datamodule: RecDataModule, samples: Sequence[Sample]) -> torch.Tensor:
     """Per-sample mean token NLL of the target's response text: low-variance companion of HR."""
-    from eisam.models.response_loss import response_nll
-
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model):
         return torch.cat([
             response_nll(model, b["input_ids"], b["attention_mask"], b["labels"]).float()
             for b in datamodule.eval_dataloader(samples)
         ])
-    finally:
-        model.train(was_training)
 
 
 def evaluate_split(model, datamodule: RecDataModule, samples: Sequence[Sample], *, num_beams: int,

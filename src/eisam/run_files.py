@@ -27,19 +27,24 @@ def check_writable(folder: Path) -> None:
         raise PermissionError(f"output folder {folder} is not writable (hydra.run.dir / paths.output_dir): {err}") from err
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Hidden temp file, then a rename: a failed write leaves neither a partial file nor a stray temp file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a unique hidden temp file, then a rename: a failed write leaves neither a
+    partial file nor a stray temp file, and parallel writers (DDP ranks, sweeps) never collide."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
+        tmp.chmod(0o644)  # mkstemp makes 0600 files; outputs and caches are shared like any file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: dict) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, allow_nan=False)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, allow_nan=False)))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))

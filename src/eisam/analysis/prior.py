@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -29,8 +27,10 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from eisam.data.item_stats import head_tail
 from eisam.decoding.score import sequence_logprobs
 from eisam.prompts import PromptTemplate
+from eisam.run_files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,7 @@ def prior_groups(scores, head_ratio: float = 0.2) -> np.ndarray:
     """'head' for the top max(1, round(head_ratio * M)) items by score (ties by index), else 'tail'."""
     if not 0 < head_ratio < 1:
         raise ValueError(f"analysis.prior.head_ratio must be in (0, 1), got {head_ratio}")
-    scores = np.asarray(scores, dtype=float)
-    m = len(scores)
-    order = np.lexsort((np.arange(m), -scores))  # primary: score descending; then item index
-    head = np.zeros(m, bool)
-    head[order[:max(1, round(head_ratio * m))]] = True
-    return np.where(head, "head", "tail")
+    return head_tail(scores, head_ratio)
 
 
 def spearman(a, b) -> float | None:
@@ -134,20 +129,6 @@ def cache_file(cache_dir: str | Path, key: dict, label: str) -> Path:
     return Path(cache_dir) / name
 
 
-def _atomic(path: Path, write) -> None:
-    """Unique temp file then rename: parallel jobs (DDP ranks, sweeps) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the cache is shared like any output
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def prior_scores(model, tokenizer, titles: Sequence[str], *, prompt_text: str, dataset: str, model_name: str,
                  template: PromptTemplate, batch_size: int = 64, cache_dir: str | Path | None = None,
                  label: str = "prior", progress: bool = True) -> tuple[np.ndarray, dict]:
@@ -182,8 +163,8 @@ def prior_scores(model, tokenizer, titles: Sequence[str], *, prompt_text: str, d
     if path is not None:
         table = pd.DataFrame({"item_idx": np.arange(len(titles)), "title": titles, PRIOR_SCORE: scores,
                               "n_tokens": [len(r) for r in responses]})
-        _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(key, indent=1, default=str)))
-        _atomic(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
+        atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(key, indent=1, default=str)))
+        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
         # The reloaded (rounded) values are what a cached run sees; return the same on a fresh run.
         scores = pd.read_csv(path)[PRIOR_SCORE].to_numpy(float)
     record["seconds"] = round(time.perf_counter() - started, 3)

@@ -55,13 +55,22 @@ def _csv(path: str | Path) -> Path:
     return path if path.suffix == ".csv" else path / FILE
 
 
-def compute_item_stats(items: pd.DataFrame, train_samples: Iterable[Sample], head_ratio: float = 0.2) -> ItemStats:
-    """Head = the top max(1, round(head_ratio * M)) items by training-target count, ties by item_idx."""
-    m = len(items)
-    n = np.bincount([s.target for s in train_samples], minlength=m)
-    order = np.lexsort((np.arange(m), -n))  # last key is primary: count descending, then index
+def head_tail(scores, head_ratio: float) -> np.ndarray:
+    """'head' for the top max(1, round(head_ratio * M)) items by score, ties by item index; else 'tail'.
+
+    The one head/tail rule: by training-target count here, by prior score in the long-tail study.
+    """
+    scores = np.asarray(scores, dtype=float)
+    m = len(scores)
+    order = np.lexsort((np.arange(m), -scores))  # last key is primary: score descending, then index
     head = np.zeros(m, bool)
     head[order[:max(1, round(head_ratio * m))]] = True
+    return np.where(head, "head", "tail")
+
+
+def compute_item_stats(items: pd.DataFrame, train_samples: Iterable[Sample], head_ratio: float = 0.2) -> ItemStats:
+    """Head = the top max(1, round(head_ratio * M)) items by training-target count, ties by item_idx."""
+    n = np.bincount([s.target for s in train_samples], minlength=len(items))
     table = items[["item_idx", "item_id", "title"]].reset_index(drop=True).assign(
-        n_train=n, group=np.where(head, "head", "tail"))
+        n_train=n, group=head_tail(n, head_ratio))
     return ItemStats(table)
