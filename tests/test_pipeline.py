@@ -32,6 +32,26 @@ def test_smoke_run_writes_the_run_files(smoke_cfg, tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
 
 
+def test_mostpop_recommends_the_most_frequent_training_targets(smoke_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    from eisam.entry import compose_config
+
+    cfg = smoke_cfg("method=mostpop", "logger=csv")
+    metrics = train(cfg)
+    data = instantiate(compose_config(tmp_path / "again", "scale=smoke").data)
+    counts = pd.Series([s.target for s in data.train]).value_counts()
+    top10 = sorted(counts.index, key=lambda item: (-counts[item], item))[:10]  # ties by item index
+    hits = [s.target in top10 for s in data.test]
+    assert metrics["test"]["overall"]["hr@10"] == pytest.approx(sum(hits) / len(hits))
+    assert metrics["test"]["tail_share@10"] == 0.0 and metrics["test"]["overall"]["nll"] is None
+    assert metrics["cost"]["forward_passes"] == metrics["cost"]["backward_passes"] == 0
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(predictions) == len(data.test) and not (tmp_path / "adapter").exists()
+    (logged,) = (tmp_path / "csv").rglob("metrics.csv")  # the logger got the final metrics too
+    assert pd.read_csv(logged)["test/overall/hr@10"].iloc[-1] == metrics["test"]["overall"]["hr@10"]
+
+
 @pytest.mark.parametrize(
     "override, culprit",
     [

@@ -15,14 +15,17 @@ set_project_root()
 
 def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     """Rebuild data and backbone from the run's resolved config, load its adapters, test again."""
-    from eisam.pipeline import build, test_and_write
+    from eisam.pipeline import MOST_POPULAR, build, test_and_write
     from eisam.run_files import ADAPTER, RESOLVED_CONFIG, check_writable
 
     config_file, adapter = run_dir / RESOLVED_CONFIG, run_dir / ADAPTER
-    for needed in (config_file, adapter):
-        if not needed.exists():
-            raise FileNotFoundError(f"run_dir={run_dir}: {needed.name} not found; is it a finished run folder?")
+    if not config_file.exists():
+        raise FileNotFoundError(f"run_dir={run_dir}: {config_file.name} not found; is it a finished run folder?")
     cfg = OmegaConf.merge(OmegaConf.load(config_file), overrides)
+    if cfg.method.get("kind") == MOST_POPULAR:
+        raise ValueError(f"run_dir={run_dir}: method=mostpop has no model to re-evaluate; rerun it with eisam.train")
+    if not adapter.exists():
+        raise FileNotFoundError(f"run_dir={run_dir}: {adapter.name} not found; is it a finished run folder?")
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
     check_writable(out_dir)

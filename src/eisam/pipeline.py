@@ -18,12 +18,14 @@ from eisam.analysis.study import ensure_prior, longtail_results
 from eisam.evaluation import check_decoding, evaluate_split
 from eisam.lightning.datamodule import RecDataModule
 from eisam.memory import track_peak_memory
+from eisam.metrics import evaluate_rankings, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import check_backbone
 from eisam.prompts import PromptTemplate
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, check_writable, write_csv, write_json
 
 log = logging.getLogger(__name__)
+MOST_POPULAR = "mostpop"  # method.kind of the no-model floor (conf/method/mostpop.yaml)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -41,6 +43,10 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"objective must be val/nll or valid/[group/]metric (never test), got {objective!r}")
     if objective.startswith("valid/") and not cfg.get("valid_decode"):
         raise ValueError(f"objective={objective} needs valid_decode=true")
+    if cfg.method.get("kind") == MOST_POPULAR:
+        if cfg.analysis.prior.enabled:
+            raise ValueError("analysis.prior.enabled=true scores items with the model; method=mostpop has none")
+        return
     # The method validates its own hyperparameters on construction; a one-parameter dry build
     # runs those checks without a model.
     # The catalogue is a stand-in large enough for any group count.
@@ -112,6 +118,8 @@ def train(cfg: DictConfig) -> dict:
         (out_dir / METRICS).unlink(missing_ok=True)  # a rerun in this folder (resume) is unfinished until it writes its own
         OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.method.kind == MOST_POPULAR:
+        return most_popular(cfg, out_dir)
     data, model, datamodule = build(cfg)
     ensure_prior(cfg, model, datamodule)  # analysis.prior.enabled: prior_score/prior_group columns (no RNG used)
     if writer:
@@ -122,11 +130,9 @@ def train(cfg: DictConfig) -> dict:
         total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
         warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
     )
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = start_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     memory_kind, peak_memory = track_peak_memory(trainer.strategy.root_device)
     started = time.perf_counter()
@@ -155,9 +161,41 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("valid_decode"):  # validation NDCG for hyperparameter search; test stays untouched
         extra["valid"], _ = decode(cfg, model, datamodule, datamodule.data.valid)
     result = test_and_write(cfg, model, datamodule, out_dir, extra)
+    log_final_metrics(loggers, result)
+    return result
+
+
+def most_popular(cfg: DictConfig, out_dir: Path) -> dict:
+    """``method=mostpop``: no model, no training; every test user gets the same most popular items."""
+    data = instantiate(cfg.data, _partial_=True)()
+    data.stats.save(out_dir / ITEM_STATS)
+    loggers = start_loggers(cfg)
+    users, targets = [s.user for s in data.test], [s.target for s in data.test]
+    recommended = [data.stats.most_popular(max(cfg.decoding.ks))] * len(targets)
+    metrics = evaluate_rankings(recommended, targets, None, data.stats, ks=tuple(cfg.decoding.ks))
+    write_csv(out_dir / PREDICTIONS, per_user_frame(users, recommended, targets, data.stats))
+    cost = {"train_steps": 0, "skipped_steps": 0, "train_seconds": 0.0, "seconds_per_step": None,
+            "forward_passes": 0, "backward_passes": 0, "peak_memory_mb": None, "peak_memory_kind": None}
+    result = {"run": run_record(cfg), "data": data.info, "test": metrics, "cost": cost,
+              "selection": {"checkpoint": None, "monitor": None, "best_val_nll": None}}
+    write_json(out_dir / METRICS, result)
+    log_final_metrics(loggers, result)
+    return result
+
+
+def start_loggers(cfg: DictConfig) -> list:
+    """The run's experiment loggers (``logger=...``), each given the resolved config."""
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def log_final_metrics(loggers: list, result: dict) -> None:
+    """Test (and validation, cost) metrics to every logger, saved now: after fit, nothing else flushes them."""
     for logger in loggers:
         logger.log_metrics(flatten({key: result[key] for key in ("test", "valid", "cost") if key in result}))
-    return result
+        logger.save()
 
 
 def _float(value) -> float | None:

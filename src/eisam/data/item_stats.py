@@ -33,6 +33,11 @@ class ItemStats:
         """[M] bool: True for head items."""
         return (self.table["group"] == "head").to_numpy(bool)
 
+    def most_popular(self, k: int) -> list[int]:
+        """The k item indices with most training targets, ties by item index (the `mostpop` list)."""
+        n = self.n_train
+        return np.lexsort((np.arange(len(n)), -n))[:k].tolist()
+
     def save(self, path: str | Path) -> Path:
         """Write the table to `path` (a .csv file, or a folder that gets `item_stats.csv`); return the file."""
         path = _csv(path)
