@@ -52,6 +52,9 @@ def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=Tr
         folder / "predictions.csv", index=False)
     test = {g: hit_ndcg(ranks[m]) for g, m in
             (("overall", np.ones(N_USERS, bool)), ("head", head[targets]), ("tail", ~head[targets]))}
+    for group in test:
+        test[group]["nll"] = float(rng.uniform(1, 3))
+    test["tail_share@10"], test["coverage@10"] = float(rng.uniform()), float(rng.uniform())
     cost = {"train_steps": 10, "seconds_per_step": seconds_per_step, "forward_passes": 20, "backward_passes": 30,
             "peak_memory_mb": 100.0}
     (folder / "metrics.json").write_text(json.dumps({"test": test, "cost": cost}))
@@ -77,6 +80,17 @@ def test_significance_and_tail_gain_pair_users_with_base_within_seed(tmp_path):
     assert table.loc["eisam", "overall/ndcg@10_std"] == pytest.approx(
         load_runs([tmp_path / "sweep"]).query("method == 'eisam'")["test/overall/ndcg@10"].std())
     assert np.isnan(table.loc["base", "p_vs_base"])
+
+
+def test_longtail_table_averages_nll_tail_share_and_coverage_over_seeds(tmp_path):
+    folders = [fake_run(tmp_path / "sweep" / f"eisam{seed}", "eisam", seed) for seed in (0, 1, 2)]
+    build_report([tmp_path / "sweep"], tmp_path / "out")
+    row = pd.read_csv(tmp_path / "out" / "longtail.csv").iloc[0]
+    tests = [json.loads((f / "metrics.json").read_text())["test"] for f in folders]
+    assert row["tail/nll_mean"] == pytest.approx(np.mean([t["tail"]["nll"] for t in tests]))
+    assert row["tail_share@10_std"] == pytest.approx(np.std([t["tail_share@10"] for t in tests], ddof=1))
+    assert row["coverage@10_mean"] == pytest.approx(np.mean([t["coverage@10"] for t in tests]))
+    assert "tail NLL" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_p_value_is_one_when_no_user_differs():

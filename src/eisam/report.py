@@ -24,6 +24,9 @@ from eisam.run_files import ERROR, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CO
 
 K = 10
 ACCURACY = [f"{group}/{metric}@{K}" for group in ("overall", "head", "tail") for metric in ("hr", "ndcg")]
+# Popularity-bias indicators steadier than hit rates on few users: the teacher-forced NLL of the
+# target title per group, the tail share of the top-K lists and their catalogue coverage.
+LONGTAIL = [f"{group}/nll" for group in ("overall", "head", "tail")] + [f"tail_share@{K}", f"coverage@{K}"]
 COST = ["cost/seconds_per_step", "cost/train_steps", "cost/forward_passes", "cost/backward_passes",
         "cost/peak_memory_mb"]
 # What tells two runs apart besides the seed. Tables show dataset and method, then each other
@@ -75,7 +78,7 @@ def load_runs(paths) -> pd.DataFrame:
     if not rows:
         raise SystemExit(f"no run folders under {', '.join(map(str, paths))}")
     runs = pd.DataFrame(rows).astype({"groups": "Int64"})
-    for column in ["test/" + m for m in ACCURACY] + COST:
+    for column in ["test/" + m for m in ACCURACY + LONGTAIL] + COST:
         if column not in runs:
             runs[column] = np.nan
     # Of runs with one setting and seed, keep the newest finished one (a failed retry never hides it).
@@ -134,18 +137,27 @@ def versus_base(group: pd.DataFrame, runs: pd.DataFrame, users: pd.DataFrame) ->
     return {"tail_gain_vs_base": gain, "p_vs_base": wilcoxon_p(diff), "n_pairs": len(diff)}
 
 
+def over_seeds(runs: pd.DataFrame, columns: list[str], metrics: list[str]):
+    """(group, row) per setting; row: the setting, its number of seeds, and the mean and std over
+    seeds of each test metric."""
+    for setting, group in runs.groupby(columns, dropna=False, sort=False):
+        row = {**dict(zip(columns, setting)), "seeds": len(group)}
+        for metric in metrics:
+            values = group[f"test/{metric}"].astype(float)
+            row[f"{metric}_mean"], row[f"{metric}_std"] = values.mean(), values.std()
+        yield group, row
+
+
 def accuracy_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Per setting: seeds, mean and std over seeds of test HR@10 and NDCG@10 (overall, head, tail),
     and the comparison with base (`versus_base`)."""
-    rows = []
-    for setting, group in runs.groupby(columns, dropna=False, sort=False):
-        row = {**dict(zip(columns, setting)), "seeds": len(group)}
-        for metric in ACCURACY:
-            values = group[f"test/{metric}"].astype(float)
-            row[f"{metric}_mean"], row[f"{metric}_std"] = values.mean(), values.std()
-        rows.append({**row, "tail_gain_vs_base": np.nan, "p_vs_base": np.nan, "n_pairs": 0,
-                     **versus_base(group, runs, users)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**row, "tail_gain_vs_base": np.nan, "p_vs_base": np.nan, "n_pairs": 0,
+                          **versus_base(group, runs, users)} for group, row in over_seeds(runs, columns, ACCURACY)])
+
+
+def longtail_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per setting: seeds, mean and std over seeds of the LONGTAIL indicators."""
+    return pd.DataFrame([row for _, row in over_seeds(runs, columns, LONGTAIL)])
 
 
 def efficiency_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -174,11 +186,16 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]) + "\n"
 
 
-def show_accuracy(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def show_over_seeds(table: pd.DataFrame, columns: list[str], metrics: list[str]) -> pd.DataFrame:
     shown = table[columns + ["seeds"]].copy()
-    for metric in ACCURACY:
-        group, name = metric.split("/")
-        shown[f"{group} {name.upper()}"] = [_mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+    for metric in metrics:
+        label = metric.replace("/", " ").replace("hr@", "HR@").replace("ndcg@", "NDCG@").replace("nll", "NLL")
+        shown[label] = [_mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+    return shown
+
+
+def show_accuracy(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    shown = show_over_seeds(table, columns, ACCURACY)
     shown["tail gain vs base"] = table.tail_gain_vs_base.map(lambda g: _number(g, "{:+.1%}"))
     shown["p vs base"] = table.p_vs_base.map(lambda p: _number(p, "{:.3g}"))
     return shown
@@ -199,6 +216,10 @@ def missing_section(runs: pd.DataFrame) -> str:
     return "## Missing runs\n\n" + ("\n".join(lines) if lines else "None: every run finished.") + "\n"
 
 
+LONGTAIL_NOTES = (f"Test users; mean ± std over seeds. NLL: mean token negative log-likelihood of the target "
+                  f"item's title given the prompt (teacher forced; lower is better; `mostpop` has no model, "
+                  f"so none). tail_share@{K}: fraction of recommended items (top {K}) that are tail items. "
+                  f"coverage@{K}: fraction of the catalogue recommended to at least one user.")
 NOTES = (f"Test users; mean ± std over seeds. head/tail: users whose target is a head/tail item (top 20 % of "
          f"items by training-target count). Tail gain: relative change of tail NDCG@{K} over `base` with the "
          f"same dataset, model, subsampling and seeds. p: two-sided Wilcoxon signed-rank test of per-user "
@@ -207,7 +228,7 @@ NOTES = (f"Test users; mean ± std over seeds. head/tail: users whose target is 
 
 def build_report(paths, out: Path | None = None, only: str | None = None) -> tuple[pd.DataFrame, Path]:
     """Writes runs.csv, missing.md and, unless ``only`` says otherwise, the tables (accuracy,
-    efficiency; Markdown and CSV, gathered in report.md) and the figures into ``out`` (default:
+    longtail, efficiency; Markdown and CSV, gathered in report.md) and the figures into ``out`` (default:
     outputs/report/<task name of the runs>). Returns the runs and ``out``."""
     from eisam.report_figures import draw_figures
 
@@ -226,6 +247,8 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
     if only != "figures":
         shown = {}
         for name, table, show in (("accuracy", accuracy_table(done, users, columns), show_accuracy),
+                                  ("longtail", longtail_table(done, columns),
+                                   lambda t, c: show_over_seeds(t, c, LONGTAIL)),
                                   ("efficiency", efficiency_table(done, columns), show_efficiency)):
             table.to_csv(out / f"{name}.csv", index=False)
             shown[name] = markdown(show(table, columns))
@@ -237,6 +260,7 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
             f"{(runs.status == 'superseded').sum()} superseded (runs.csv lists every run folder).\n",
             missing_section(runs),
             f"## Accuracy (HR@{K}, NDCG@{K})\n\n{NOTES}\n\n{shown['accuracy']}",
+            f"## Long-tail indicators (NLL, tail share, coverage)\n\n{LONGTAIL_NOTES}\n\n{shown['longtail']}",
             f"## Cost per training step\n\n{shown['efficiency']}",
             f"## Figures\n\n{figures}\n",
         ]))
