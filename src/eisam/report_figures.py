@@ -79,7 +79,7 @@ def popularity_deciles(runs: pd.DataFrame, users: pd.DataFrame, path: Path) -> P
     datasets = list(runs.dataset.unique())
     fig, axes = _panels(len(datasets), width=5.5)
     for ax, dataset in zip(axes[0], datasets):
-        curves = data[data.dataset == dataset].groupby(["label", "decile"], sort=False).ndcg.mean().unstack()
+        curves = data[data.dataset == dataset].groupby(["label", "decile"], sort=False).ndcg.mean().unstack().sort_index(axis=1)
         for label, curve in curves.iterrows():
             ax.plot(curve.index, curve.to_numpy(), marker="o", label=label)
         ax.set(title=dataset, xticks=range(1, 11), ylabel=f"NDCG@{K}",
