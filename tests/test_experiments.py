@@ -23,7 +23,7 @@ from eisam.pipeline import validate_config
 from eisam.report import build_report
 from eisam.train import objective_value
 
-SWEEPS = {"main": 63, "ablation": 24, "sensitivity": 20, "efficiency": 12}
+SWEEPS = {"main": 72, "ablation": 24, "sensitivity": 20, "efficiency": 12}
 
 
 def experiment(name: str, *overrides: str):
@@ -60,7 +60,7 @@ def test_variants_and_group_presets_reach_the_method(tmp_path):
 def test_make_reproduce_shrinks_main_at_cpu_scale():
     sweep = re.search(r"^SWEEP_cpu := (.*)$", (Path(CONFIG_PATH).parent / "Makefile").read_text(), re.M).group(1)
     jobs = sweep_jobs(experiment("main"), *sweep.split())
-    assert len(jobs) == 7 and all({"data=ml100k", "seed=0"} <= set(job) for job in jobs)
+    assert len(jobs) == 8 and all({"data=ml100k", "seed=0"} <= set(job) for job in jobs)
 
 
 def test_hparams_search_tunes_eisam_on_validation_ndcg(smoke_cfg):
