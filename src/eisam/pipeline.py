@@ -58,9 +58,14 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"method={cfg.method.name} (keys method.*): {err}") from err
 
 
+def load_data(cfg: DictConfig):
+    """The run's dataset (``data=...``): splits, item texts and item statistics."""
+    return instantiate(cfg.data, _partial_=True)()  # called here: a DataError reaches the user unwrapped by Hydra
+
+
 def build(cfg: DictConfig, adapter_dir: Path | None = None):
     """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and datamodule."""
-    data = instantiate(cfg.data, _partial_=True)()  # called here: a DataError reaches the user unwrapped by Hydra
+    data = load_data(cfg)
     backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
     model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
     prompt = PromptTemplate(**cfg.prompt)
@@ -167,7 +172,7 @@ def train(cfg: DictConfig) -> dict:
 
 def most_popular(cfg: DictConfig, out_dir: Path) -> dict:
     """``method=mostpop``: no model, no training; every test user gets the same most popular items."""
-    data = instantiate(cfg.data, _partial_=True)()
+    data = load_data(cfg)
     data.stats.save(out_dir / ITEM_STATS)
     loggers = start_loggers(cfg)
     users, targets = [s.user for s in data.test], [s.target for s in data.test]

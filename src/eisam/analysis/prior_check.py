@@ -27,13 +27,14 @@ def check(overrides: list[str], famous=FAMOUS, n_obscure: int = 8, seed: int = 0
 
     from eisam.analysis.prior import prior_groups, prior_scores, spearman
     from eisam.entry import CONFIG_PATH, set_project_root
+    from eisam.pipeline import load_data
     from eisam.prompts import PromptTemplate
 
     set_project_root()
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["logger=none", *overrides])
     started = time.perf_counter()
-    data = instantiate(cfg.data)
+    data = load_data(cfg)
     titles = list(data.items["title"])
     model, tokenizer = instantiate(cfg.model.backbone)(titles)
     load_seconds = time.perf_counter() - started

@@ -35,8 +35,7 @@ class ItemStats:
 
     def most_popular(self, k: int) -> list[int]:
         """The k item indices with most training targets, ties by item index (the `mostpop` list)."""
-        n = self.n_train
-        return np.lexsort((np.arange(len(n)), -n))[:k].tolist()
+        return popularity_order(self.n_train)[:k].tolist()
 
     def save(self, path: str | Path) -> Path:
         """Write the table to `path` (a .csv file, or a folder that gets `item_stats.csv`); return the file."""
@@ -60,16 +59,20 @@ def _csv(path: str | Path) -> Path:
     return path if path.suffix == ".csv" else path / FILE
 
 
+def popularity_order(scores) -> np.ndarray:
+    """Item indices by score descending, ties by item index: the order behind head/tail and mostpop."""
+    scores = np.asarray(scores, dtype=float)
+    return np.lexsort((np.arange(len(scores)), -scores))  # last key is primary
+
+
 def head_tail(scores, head_ratio: float) -> np.ndarray:
     """'head' for the top max(1, round(head_ratio * M)) items by score, ties by item index; else 'tail'.
 
     The one head/tail rule: by training-target count here, by prior score in the long-tail study.
     """
-    scores = np.asarray(scores, dtype=float)
     m = len(scores)
-    order = np.lexsort((np.arange(m), -scores))  # last key is primary: score descending, then index
     head = np.zeros(m, bool)
-    head[order[:max(1, round(head_ratio * m))]] = True
+    head[popularity_order(scores)[:max(1, round(head_ratio * m))]] = True
     return np.where(head, "head", "tail")
 
 
