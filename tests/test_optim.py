@@ -228,12 +228,14 @@ class SnapshotAdamW(torch.optim.AdamW):
         return super().step(closure)
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16_autocast"])
 @pytest.mark.parametrize("make", [
     lambda ps, opt: ItemwiseSAM(ps, opt, item_weights(N_TRAIN, "power"), rho=0.05),
     lambda ps, opt: ItemwiseSAM(ps, opt, rho=0.05, adaptive=True),
     lambda ps, opt: GroupSAM(ps, opt, popularity_groups(N_TRAIN, 2), rho=0.05),
 ])
-def test_parameters_restored_bit_for_bit_and_eps_norm_is_rho(make):
+def test_parameters_restored_bit_for_bit_and_eps_norm_is_rho(make, bf16):
+    """Also under bf16 autocast (trainer=cpu_bf16): θ is fp32 and restored from its own copy."""
     model = make_model(torch.float32)
     params = list(model.parameters())
     opt = SnapshotAdamW(params, lr=1e-2)
@@ -246,7 +248,8 @@ def test_parameters_restored_bit_for_bit_and_eps_norm_is_rho(make):
             seen.append([p.detach().clone() for p in params])
             return per_sample(model, x, y)
 
-        report = method.step([(loss_fn, y)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            report = method.step([(loss_fn, y)])
         start = seen[0]
         assert all(torch.equal(a, b) for a, b in zip(opt.before, start))  # θ restored before the update
         assert not all(torch.equal(a, b) for a, b in zip(seen[1], start))  # and it was perturbed

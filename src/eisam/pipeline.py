@@ -20,7 +20,9 @@ from eisam.lightning.datamodule import RecDataModule
 from eisam.memory import track_peak_memory
 from eisam.metrics import evaluate_rankings, per_user_frame
 from eisam.models import apply_lora, load_lora
-from eisam.models.backbone import check_backbone
+from eisam.models.backbone import torch_dtype, backbone_layers, check_backbone
+from eisam.models.lora import check_top_layers
+from eisam.models.prefix_cache import load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, check_writable, write_csv, write_json
 
@@ -32,6 +34,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of every config value, run before any data or model is loaded."""
     check_writable(Path(cfg.paths.output_dir))
     check_backbone(cfg.model.backbone)
+    check_fast_path(cfg)
     check_decoding(cfg.decoding.num_beams, cfg.decoding.ks)
     for key in ("batch_size", "eval_batch_size", "micro_batches"):
         if cfg[key] < 1:
@@ -56,6 +59,42 @@ def validate_config(cfg: DictConfig) -> None:
         instantiate(cfg.method)(params=dummy, n_train=n_train, head_mask=n_train > 820)
     except ValueError as err:
         raise ValueError(f"method={cfg.method.name} (keys method.*): {err}") from err
+
+
+def check_fast_path(cfg: DictConfig) -> None:
+    """``model.lora.top_layers`` and ``model.prefix_cache``, checked against the backbone's layer count."""
+    top_layers = cfg.model.lora.get("top_layers")
+    num_layers = backbone_layers(cfg.model.backbone)
+    check_top_layers(top_layers, num_layers)
+    if not cfg.model.get("prefix_cache"):
+        return
+    if top_layers is None:
+        raise ValueError("model.prefix_cache=true needs model.lora.top_layers (LoRA on the top N layers only): "
+                         "with adapters on every layer there is no frozen prefix to cache")
+    if num_layers is not None and top_layers == num_layers:
+        raise ValueError(f"model.prefix_cache=true with model.lora.top_layers={top_layers} (every layer) leaves "
+                         "no frozen prefix to cache; lower top_layers or set model.prefix_cache=false")
+    torch_dtype(cfg.model.get("prefix_cache_dtype", "bfloat16"), "model.prefix_cache_dtype")
+
+
+def autocast_dtype(precision) -> torch.dtype | None:
+    """The autocast dtype of a Lightning ``trainer.precision`` (None: no autocast)."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+
+
+def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> int | None:
+    """``model.prefix_cache``: the frozen layers' output for every training and validation sample,
+    read from (or built into) ``paths.prefix_cache_dir``; returns the layer training starts from."""
+    if not cfg.model.get("prefix_cache"):
+        return None
+    samples = [*datamodule.data.train, *datamodule.data.valid]
+    datamodule.prefix_cache = load_or_build(
+        model, [datamodule.token_sequence(s) for s in samples], cache_dir=cfg.paths.prefix_cache_dir,
+        dtype=torch_dtype(cfg.model.prefix_cache_dtype, "model.prefix_cache_dtype"),
+        autocast_dtype=autocast_dtype(cfg.trainer.precision),
+        pad_token_id=datamodule.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size,
+    )
+    return datamodule.prefix_cache.layer
 
 
 def load_data(cfg: DictConfig):
@@ -129,11 +168,13 @@ def train(cfg: DictConfig) -> dict:
     ensure_prior(cfg, model, datamodule)  # analysis.prior.enabled: prior_score/prior_group columns (no RNG used)
     if writer:
         data.stats.save(out_dir / ITEM_STATS)
+    prefix_layer = attach_prefix_cache(cfg, model, datamodule)  # no RNG used
 
     module = RecommenderModule(
         model, instantiate(cfg.method), data.stats,
         total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
         warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
+        prefix_layer=prefix_layer,
     )
     loggers = start_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

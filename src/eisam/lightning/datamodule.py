@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from eisam.data import RecData, Sample
+from eisam.models.prefix_cache import PrefixCache
 from eisam.models.response_loss import IGNORE
 from eisam.prompts import PromptTemplate
 
@@ -32,7 +33,11 @@ class EpochPermutationSampler(torch.utils.data.Sampler[int]):
 
 
 class RecDataModule(L.LightningDataModule):
-    """Samples → right-padded ``input_ids``/``labels`` (prompt masked) with the target ``item_idx``."""
+    """Samples → right-padded ``input_ids``/``labels`` (prompt masked) with the target ``item_idx``.
+
+    With a ``prefix_cache`` set, a batch whose samples are all cached also carries ``prefix_hidden``
+    (the frozen lower layers' output), and the model runs only its upper layers on it.
+    """
 
     def __init__(self, data: RecData, tokenizer, prompt: PromptTemplate, *, batch_size: int,
                  eval_batch_size: int, seed: int = 0):
@@ -43,9 +48,14 @@ class RecDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.item_response_ids = [prompt.response_ids(tokenizer, t) for t in data.items["title"]]
         self.titles = list(data.items["title"])
+        self.prefix_cache: PrefixCache | None = None
 
     def prompt_ids(self, sample: Sample) -> list[int]:
         return self.prompt.prompt_ids(self.tokenizer, [self.titles[i] for i in sample.history])
+
+    def token_sequence(self, sample: Sample) -> tuple[int, ...]:
+        """Prompt then response tokens: what the model reads for ``sample`` (the prefix cache's key)."""
+        return tuple(self.prompt_ids(sample) + self.item_response_ids[sample.target])
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         rows = [(self.prompt_ids(s), self.item_response_ids[s.target]) for s in samples]
@@ -59,7 +69,11 @@ class RecDataModule(L.LightningDataModule):
             labels[row, len(p):n] = torch.tensor(r)
             attention_mask[row, :n] = 1
         item_idx = torch.tensor([s.target for s in samples], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "item_idx": item_idx}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "item_idx": item_idx}
+        sequences = [tuple(p + r) for p, r in rows]
+        if self.prefix_cache is not None and all(seq in self.prefix_cache for seq in sequences):
+            batch["prefix_hidden"] = self.prefix_cache.padded(sequences, width, self.prefix_cache.hidden.dtype)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochPermutationSampler(len(self.data.train), self.seed)

@@ -37,11 +37,13 @@ class RecommenderModule(L.LightningModule):
     """LoRA-adapted causal LM + a method from ``eisam.optim``.
 
     ``method``: a partial of ``eisam.optim.build_method`` (from ``conf/method``) that still needs
-    ``params``, ``n_train`` and ``head_mask``.
+    ``params``, ``n_train`` and ``head_mask``. ``prefix_layer``: set when the datamodule carries a
+    prefix cache; every training and validation batch then runs from that decoder layer up.
     """
 
     def __init__(self, model, method: Callable, stats: ItemStats, *, total_steps: int,
-                 micro_batches: int = 1, warmup_ratio: float = 0.05, min_lr_ratio: float = 0.1):
+                 micro_batches: int = 1, warmup_ratio: float = 0.05, min_lr_ratio: float = 0.1,
+                 prefix_layer: int | None = None):
         super().__init__()
         if micro_batches < 1:
             raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
@@ -49,6 +51,7 @@ class RecommenderModule(L.LightningModule):
         self.method_factory = method
         self.stats = stats
         self.total_steps, self.micro_batches = total_steps, micro_batches
+        self.prefix_layer = prefix_layer
         self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
@@ -57,7 +60,12 @@ class RecommenderModule(L.LightningModule):
         self._val_nll: list[torch.Tensor] = []
 
     def per_sample_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        prefix = None
+        if self.prefix_layer is not None:
+            if "prefix_hidden" not in batch:  # never a silent full forward when the cache was asked for
+                raise RuntimeError("model.prefix_cache=true, but a batch has samples missing from the prefix cache")
+            prefix = (self.prefix_layer, batch["prefix_hidden"])
+        return response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"], prefix=prefix)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -109,6 +117,8 @@ class RecommenderModule(L.LightningModule):
         self._resumed = checkpoint
 
     def on_fit_start(self) -> None:
+        # from_pretrained returns the backbone in eval mode; training starts in train mode, explicitly.
+        self.model.train()
         # configure_optimizers has built the method by now; restore its stored direction and counters.
         if self._resumed is not None:
             self.method.load_state_dict(self._resumed["method_state"])

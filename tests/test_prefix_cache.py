@@ -1,0 +1,134 @@
+"""The fast path: LoRA on the top layers and the frozen-prefix cache give the uncached path's losses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eisam.models import apply_lora, build_tiny_llama, response_nll
+from eisam.models.prefix_cache import load_or_build
+from eisam.models.response_loss import IGNORE
+from eisam.pipeline import train, validate_config
+
+TITLES = ["Toy Story (1995)", "Heat (1995)", "Fargo (1996)", "Casino (1995)"]
+
+
+def adapted_tiny(top_layers: int = 2):
+    """A 4-layer tiny Llama with LoRA on its top layers, adapters moved off their zero init."""
+    model, tokenizer = build_tiny_llama(TITLES, vocab_size=300, hidden_size=32, num_layers=4, seed=3)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, top_layers=top_layers)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    return model, tokenizer
+
+
+def padded_batch(sequences, pad_token_id, response_tokens=4):
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_token_id)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, IGNORE)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+        labels[row, len(seq) - response_tokens:len(seq)] = torch.tensor(seq[-response_tokens:])
+    return ids, mask, labels, width
+
+
+def random_sequences(vocab: int, lengths=(12, 7, 15), seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randint(3, vocab, (n,), generator=g).tolist()) for n in lengths]
+
+
+def test_top_layers_adapts_only_the_top_layers():
+    model, _ = adapted_tiny(top_layers=1)
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {"3"}
+
+
+def test_cached_path_gives_the_uncached_losses_and_gradients(tmp_path):
+    model, tokenizer = adapted_tiny()
+    sequences = random_sequences(len(tokenizer))  # three lengths: right padding in one batch
+    ids, mask, labels, width = padded_batch(sequences, tokenizer.pad_token_id)
+    # batch_size=1 for the cache: its states come from batches of another width than the training batch
+    cache = load_or_build(model, sequences, cache_dir=tmp_path, dtype=torch.float32, autocast_dtype=None,
+                          pad_token_id=tokenizer.pad_token_id, batch_size=1)
+    assert cache.layer == 2
+    params = [p for p in model.parameters() if p.requires_grad]
+    full = response_nll(model, ids, mask, labels)
+    cached = response_nll(model, ids, mask, labels, prefix=(cache.layer, cache.padded(sequences, width, torch.float32)))
+    torch.testing.assert_close(cached, full, rtol=1e-6, atol=1e-6)
+    for g_cached, g_full in zip(torch.autograd.grad(cached.sum(), params), torch.autograd.grad(full.sum(), params)):
+        torch.testing.assert_close(g_cached, g_full, rtol=1e-5, atol=1e-6)
+
+
+def _cache_files(folder):
+    return sorted(p.name for p in folder.glob("*.pt"))
+
+
+def test_cache_is_keyed_by_its_inputs_and_never_reads_a_broken_file(tmp_path):
+    model, tokenizer = adapted_tiny()
+    sequences = random_sequences(len(tokenizer))
+    build = lambda seqs, **kw: load_or_build(model, seqs, cache_dir=tmp_path, dtype=torch.float32,  # noqa: E731
+                                             autocast_dtype=None, pad_token_id=tokenizer.pad_token_id, **kw)
+    first = build(sequences)
+    (name,) = _cache_files(tmp_path)
+    assert torch.equal(build(sequences).hidden, first.hidden)  # same key: read back
+    assert _cache_files(tmp_path) == [name]
+    # Another sample subset, another prompt (a changed token), another cut: each its own file.
+    build(sequences[:2])
+    build([sequences[0][:-1] + (sequences[0][-1] + 1,), *sequences[1:]])
+    other_cut, _ = adapted_tiny(top_layers=1)
+    load_or_build(other_cut, sequences, cache_dir=tmp_path, dtype=torch.float32, autocast_dtype=None,
+                  pad_token_id=tokenizer.pad_token_id)
+    assert len(_cache_files(tmp_path)) == 4
+    path = tmp_path / name
+    flip = lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 0xFF]) + b[len(b) // 2 + 1:]  # noqa: E731
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:-64] + bytes(64), flip):  # partial, corrupt
+        path.write_bytes(damage(path.read_bytes()))
+        rebuilt = build(sequences)
+        assert torch.equal(rebuilt.hidden, first.hidden)
+        assert torch.equal(build(sequences).hidden, first.hidden)  # the rebuilt file is read back
+
+
+@pytest.mark.parametrize("overrides, culprit", [
+    (["model.lora.top_layers=0"], "model.lora.top_layers"),
+    (["model.lora.top_layers=3"], "model.lora.top_layers"),  # the tiny model has 2 layers
+    (["model.prefix_cache=true"], "model.lora.top_layers"),
+    (["model.lora.top_layers=2", "model.prefix_cache=true"], "model.prefix_cache"),
+    (["model.lora.top_layers=1", "model.prefix_cache=true", "model.prefix_cache_dtype=int8"],
+     "model.prefix_cache_dtype"),
+])
+def test_bad_fast_path_config_stops_before_data_is_read(smoke_cfg, overrides, culprit, monkeypatch):
+    import eisam.pipeline
+
+    monkeypatch.setattr(eisam.pipeline, "load_data", lambda cfg: pytest.fail("data was read"))
+    with pytest.raises(ValueError, match=culprit):
+        train(smoke_cfg(*overrides))
+
+
+def test_prefix_cache_run_gives_the_uncached_runs_metrics(tmp_path, one_thread):
+    from eisam.entry import compose_config
+
+    results = {}
+    for cached in (False, True):
+        out = tmp_path / str(cached)
+        cfg = compose_config(out, "debug=fast", "model.lora.top_layers=1", f"model.prefix_cache={cached}",
+                             f"paths.prefix_cache_dir={tmp_path / 'prefix'}")
+        validate_config(cfg)
+        train(cfg)
+        results[cached] = json.loads((out / "metrics.json").read_text())
+    assert len(list((tmp_path / "prefix").glob("*.pt"))) == 1
+    uncached, cached = results[False]["test"], results[True]["test"]
+    assert uncached.keys() == cached.keys()
+    for key, value in uncached.items():  # ranks exactly; NLLs to float noise of two batch layouts
+        if isinstance(value, dict):
+            assert value.keys() == cached[key].keys()
+            for metric, number in value.items():
+                assert cached[key][metric] == pytest.approx(number, rel=1e-4, abs=1e-6), (key, metric)
+        else:
+            assert cached[key] == pytest.approx(value, rel=1e-4), key
+    assert results[True]["selection"]["best_val_nll"] == pytest.approx(results[False]["selection"]["best_val_nll"], rel=1e-4)
