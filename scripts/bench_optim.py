@@ -47,9 +47,9 @@ def path_overrides(path: str, top_layers: int) -> list[str]:
     return [f"model.lora.top_layers={top_layers}", "model.prefix_cache=true", "trainer=cpu_bf16"]
 
 
-def variants(groups: list[int]) -> list[tuple[str, list[str]]]:
+def variants(methods: list[str], groups: list[int]) -> list[tuple[str, list[str]]]:
     """(label, method overrides) for every benchmarked configuration."""
-    return [(m, [f"method={m}"]) for m in METHODS] + [
+    return [(m, [f"method={m}"]) for m in methods] + [
         (f"groupsam G={g}", ["method=groupsam", f"method.groups={g}"]) for g in groups
     ]
 
@@ -106,7 +106,7 @@ def make_step(setting: dict, overrides: list[str], out: Path):
 
 def bench_model(model_name: str, args, out: Path) -> list[dict]:
     settings = {path: setup(model_name, path, args, out) for path in TRAIN_PATHS}
-    configs = [(path, label, overrides) for path in TRAIN_PATHS for label, overrides in variants(args.groups)]
+    configs = [(path, label, overrides) for path in TRAIN_PATHS for label, overrides in variants(args.methods, args.groups)]
     steps = {(path, label): make_step(settings[path], overrides, out) for path, label, overrides in configs}
     for step in steps.values():  # warm-up: allocator, kernels, the first direction of eisam_fast
         step()
@@ -171,7 +171,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["tiny_llama", "smollm2_135m"], choices=sorted(DATA))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--groups", type=int, nargs="+", default=GROUPS)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
+                        help="base and sam are always needed for the ratios")
+    parser.add_argument("--groups", type=int, nargs="*", default=GROUPS)
     parser.add_argument("--top-layers", type=int, default=4, help="fast path: LoRA on the top N layers")
     parser.add_argument("--cache-samples", type=int, default=32, help="samples timed for the cache's one-off cost")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))

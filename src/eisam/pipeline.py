@@ -74,7 +74,7 @@ def check_fast_path(cfg: DictConfig) -> None:
     if num_layers is not None and top_layers == num_layers:
         raise ValueError(f"model.prefix_cache=true with model.lora.top_layers={top_layers} (every layer) leaves "
                          "no frozen prefix to cache; lower top_layers or set model.prefix_cache=false")
-    torch_dtype(cfg.model.get("prefix_cache_dtype", "bfloat16"), "model.prefix_cache_dtype")
+    torch_dtype(cfg.model.get("prefix_cache_dtype", "float32"), "model.prefix_cache_dtype")
 
 
 def autocast_dtype(precision) -> torch.dtype | None:
