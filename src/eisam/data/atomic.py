@@ -39,7 +39,7 @@ def atomic_columns(path: Path, columns: dict[str, str], encoding: str = "utf-8")
     if not path.is_file():
         raise DataError(f"{path}: file not found (the path is data.root/data.name{path.suffix}; check data.root and data.name)")
     with open(path, "rb") as f:
-        header = _header(decode(f.readline(), path, encoding))
+        header = _header(_decode(f.readline(), path, encoding))
     if not all(":" in h for h in header):
         raise DataError(f"{path}: the first line must be tab-separated 'name:type' fields, got {header}")
     present = {h.split(":", 1)[0]: h for h in header}
@@ -52,18 +52,18 @@ def atomic_columns(path: Path, columns: dict[str, str], encoding: str = "utf-8")
 def read_atomic(path: Path, columns: dict[str, str], encoding: str = "utf-8") -> pd.DataFrame:
     """Read the header entries `columns` (role -> entry, from `atomic_columns`) as strings named by role.
 
-    Every line must have the header's field count (see `check_field_counts`): pandas alone would
+    Every line must have the header's field count (see `_check_field_counts`): pandas alone would
     drop extra fields and pad missing ones without a word. Quoting is off: titles contain quote
     characters. Strings are kept verbatim (no 'NA' -> NaN).
     """
-    text = decode(path.read_bytes(), path, encoding).replace("\r\n", "\n")
-    check_field_counts(text.split("\n"), path)
+    text = _decode(path.read_bytes(), path, encoding).replace("\r\n", "\n")
+    _check_field_counts(text.split("\n"), path)
     df = pd.read_csv(io.StringIO(text), sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
                      lineterminator="\n", index_col=False, usecols=list(columns.values()))
     return df.rename(columns={h: role for role, h in columns.items()})[list(columns)]
 
 
-def decode(raw: bytes, path: Path, encoding: str) -> str:
+def _decode(raw: bytes, path: Path, encoding: str) -> str:
     """`raw` as text, without a leading byte-order mark (spreadsheet exports write one). Bytes that
     are not valid `encoding` stop with the line they are on and the two ways out."""
     try:
@@ -77,7 +77,7 @@ def decode(raw: bytes, path: Path, encoding: str) -> str:
                         f"in the dataset config, e.g. data.encoding=latin-1") from None
 
 
-def check_field_counts(lines: list[str], path: Path) -> None:
+def _check_field_counts(lines: list[str], path: Path) -> None:
     """Every non-blank line has as many tab-separated fields as the header (`lines[0]`), or one more
     that is empty (a trailing tab). A title with an unescaped tab would otherwise lose its tail."""
     n = len(_header(lines[0]))
