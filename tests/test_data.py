@@ -64,6 +64,8 @@ def test_time_ties_keep_file_order_and_history_window(tmp_path):
     ("duplicate_item", ["toy.item", "'2'"]),
     ("all_short", ["data.split=leave_one_out", ">= 3"]),
     ("no_training", ["training split is empty"]),
+    ("extra_field", ["toy.item, line 3", "3 tab-separated field(s), the header has 2", "'2\\tHalo\\tII'"]),
+    ("short_row", ["toy.inter, line 2", "2 tab-separated field(s), the header has 3"]),
 ])
 def test_reader_errors_name_the_culprit(tmp_path, case, expect):
     inter, items, kw = list(INTER), list(ITEMS), {}
@@ -81,6 +83,10 @@ def test_reader_errors_name_the_culprit(tmp_path, case, expect):
         inter = ["a\t1\t1", "a\t2\t2", "b\t1\t1"]
     elif case == "no_training":
         inter = ["a\t1\t1", "a\t2\t2", "a\t3\t3"]
+    elif case == "extra_field":
+        items[1] = "2\tHalo\tII"  # an unescaped tab in a title
+    elif case == "short_row":
+        inter[0] = "a\t1"
     write_atomic(tmp_path, inter, items, **kw)
     with pytest.raises(DataError) as e:
         load_rec_data(name="nope" if case == "missing_file" else "toy", source="atomic", root=str(tmp_path))
@@ -91,11 +97,57 @@ def test_reader_errors_name_the_culprit(tmp_path, case, expect):
 @pytest.mark.parametrize("key, value", [
     ("head_ratio", 0.0), ("head_ratio", 1.0), ("history_len", 0), ("split", "random"), ("source", "csv"),
     ("max_train_samples", 0), ("max_eval_users", 0), ("k_core", -1), ("title_max_words", 0),
+    ("rm_dup_inter", "none"), ("encoding", "utf-9"),
 ])
 def test_bad_config_values_name_the_key(key, value):
     kw = {"name": "syn", "source": "synthetic", "synthetic": SYN, key: value}
     with pytest.raises(DataError, match=f"data.{key}="):
         load_rec_data(**kw)
+
+
+def test_tolerated_line_forms(tmp_path):
+    """A byte-order mark, CRLF line ends, a trailing tab (header and rows) and blank lines read as the plain file."""
+    write_atomic(tmp_path, INTER, ITEMS)
+    plain = toy(tmp_path)
+    inter = "\ufeff" + "\r\n".join(["user_id:token\titem_id:token\ttimestamp:float\t", *(r + "\t" for r in INTER)])
+    (tmp_path / "toy.inter").write_text(inter + "\r\n", encoding="utf-8")
+    (tmp_path / "toy.item").write_text("\n\n".join(["item_id:token\ttitle:token_seq", *ITEMS]) + "\n", encoding="utf-8")
+    d = toy(tmp_path)
+    assert d.items.equals(plain.items) and (d.train, d.valid, d.test) == (plain.train, plain.valid, plain.test)
+
+
+def test_encoding_errors_say_where_and_what_to_do(tmp_path):
+    write_atomic(tmp_path, INTER, ITEMS)
+    latin1 = "\n".join(["item_id:token\ttitle:token_seq", *ITEMS[:2], "3\tCaf\xe9 Zelda", *ITEMS[3:]])
+    (tmp_path / "toy.item").write_bytes(latin1.encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        toy(tmp_path)
+    for part in ("toy.item, line 4", "b'\\xe9'", "not valid utf-8", "b'3\\tCaf\\xe9 Zelda'", "re-encode",
+                 "data.encoding=latin-1"):
+        assert part in str(e.value), (part, str(e.value))
+    assert "Café Zelda" in toy(tmp_path, encoding="latin-1").items["title"].tolist()
+
+
+# user a, in shuffled file order: 1@1 2@2 2@2 (exact duplicate) 3@3 1@4 4@5 2@6; user b: 1 2 3
+REPEATS = ["a\t1\t4", "a\t2\t2", "a\t1\t1", "a\t2\t2", "a\t3\t3", "a\t2\t6", "a\t4\t5", "b\t1\t1", "b\t2\t2", "b\t3\t3"]
+
+
+@pytest.mark.parametrize("rm_dup_inter, sequence, dropped, test_in_history", [
+    (None, (0, 1, 2, 0, 3, 1), 0, 1),  # a's test target 2 is in its prompt
+    ("first", (0, 1, 2, 3), 2, 0),     # earliest by time, whatever the file order
+    ("last", (2, 0, 3, 1), 2, 0),
+])
+def test_repeated_interactions(tmp_path, caplog, rm_dup_inter, sequence, dropped, test_in_history):
+    write_atomic(tmp_path, REPEATS, [f"{i}\tT{i}" for i in range(1, 5)])
+    d = toy(tmp_path, rm_dup_inter=rm_dup_inter)
+    test = {s.user: s for s in d.test}
+    assert test["a"].history + (test["a"].target,) == sequence and test["b"].history == (0, 1)
+    assert (d.info["dropped_exact_duplicates"], d.info["dropped_repeated_pairs"]) == (1, dropped)
+    assert (d.info["test_targets_in_history"], d.info["valid_targets_in_history"]) == (test_in_history, 0)
+    assert d.info["n_interactions"] == 9 - dropped and d.info["rm_dup_inter"] == rm_dup_inter
+    assert "dropped 1 exact duplicate row(s)" in caplog.text
+    warned = "1 of 2 test and 0 of 2 validation targets are also in their prompt history" in caplog.text
+    assert warned == bool(test_in_history)
 
 
 def test_atomic_needs_root_and_known_roles(tmp_path):

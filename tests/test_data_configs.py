@@ -49,8 +49,12 @@ def test_split_sizes_and_head(dataset):
     expected = {"ml100k": (943, 1682, 100000), "games": (50546, 16859, 440264), "books": (14585, 6343, 136956)}
     if name in expected:
         assert tuple(d.info["raw"].values()) == expected[name]
-    if name == "books":
-        assert d.info["dropped"]["empty_title_items"] == 1 and d.info["n_items"] == 6342
+    if name == "books":  # data.rm_dup_inter=first: 121 exact duplicates and 1,703 repeats of a pair go
+        assert d.info["dropped"]["empty_title_items"] == 1 and d.info["n_items"] == 6340
+        assert (d.info["dropped_exact_duplicates"], d.info["dropped_repeated_pairs"]) == (121, 1703)
+    else:
+        assert d.info["dropped_exact_duplicates"] == d.info["dropped_repeated_pairs"] == 0
+    assert d.info["test_targets_in_history"] == d.info["valid_targets_in_history"] == 0
     if name == "ml100k":
         assert d.items["title"][0] == "Toy Story (1995)" and not d.items["title"].str.contains(r"\(\d{4}\) \(").any()
 

@@ -17,6 +17,9 @@ def test_smoke_run_writes_the_run_files(smoke_cfg, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result))
     assert metrics["run"] == {"dataset": "synthetic", "method": "base", "model": "tiny_llama", "seed": 0}
+    hygiene = ("dropped_exact_duplicates", "dropped_repeated_pairs",
+               "test_targets_in_history", "valid_targets_in_history")
+    assert {key: metrics["data"][key] for key in hygiene} == dict.fromkeys(hygiene, 0)  # the report reads these keys
     test = metrics["test"]
     for group in ("overall", "head", "tail"):
         assert set(test[group]) >= {"hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20", "nll"}

@@ -1,6 +1,10 @@
 """`load_rec_data`: files or generator -> cleaned catalogue, per-user sequences, splits, item stats.
 
 Decisions (all recorded in `RecData.info`):
+- Exact duplicate rows (same user, item and time) are always dropped: one event written twice.
+  Repeats of a (user, item) pair at other times are kept or reduced to the first / last by
+  `rm_dup_inter`, RecBole's option of that name, before any other filter. Kept repeats can put a
+  test target in its own prompt; `test_targets_in_history` counts those samples.
 - An item whose title is empty after cleaning is dropped with its interactions: an LLM can
   neither read nor write an empty title, and a made-up "Item <id>" would teach it noise.
 - Shared texts get ' [item_id]' appended on every member (see `text.make_unique`).
@@ -10,6 +14,7 @@ Decisions (all recorded in `RecData.info`):
 """
 from __future__ import annotations
 
+import codecs
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,21 +31,24 @@ from eisam.data.types import DataError, RecData
 
 log = logging.getLogger(__name__)
 SOURCES = ("recbole_wheel", "atomic", "synthetic")
+RM_DUP_INTER = (None, "first", "last")
 FIELDS = {"user": "user_id", "item": "item_id", "time": "timestamp", "title": "title", "year": None}
 
 
 def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Mapping | None = None,
                   split: str = "leave_one_out", history_len: int = 10, k_core: int = 0, head_ratio: float = 0.2,
                   title_max_words: int | None = 32, max_train_samples: int | None = None,
-                  max_eval_users: int | None = None, seed: int = 0, synthetic: Mapping | None = None) -> RecData:
+                  max_eval_users: int | None = None, seed: int = 0, synthetic: Mapping | None = None,
+                  rm_dup_inter: str | None = None, encoding: str = "utf-8") -> RecData:
     """Load dataset `name` from `source` ('recbole_wheel': ml-100k inside the recbole wheel;
-    'atomic': `root/name.inter` + `root/name.item`; 'synthetic': generated from `synthetic`)."""
+    'atomic': `root/name.inter` + `root/name.item`, read as `encoding`; 'synthetic': generated from `synthetic`)."""
     _check_config(source=source, split=split, history_len=history_len, k_core=k_core, head_ratio=head_ratio,
                   title_max_words=title_max_words, max_train_samples=max_train_samples,
-                  max_eval_users=max_eval_users, root=root)
+                  max_eval_users=max_eval_users, root=root, rm_dup_inter=rm_dup_inter, encoding=encoding)
     fields = {**FIELDS, **dict(fields or {})}
-    inter, items, files = _read(name, source, root, fields, synthetic)
+    inter, items, files = _read(name, source, root, fields, synthetic, encoding)
     raw = {"n_users": inter["user"].nunique(), "n_items": inter["item"].nunique(), "n_interactions": len(inter)}
+    inter, n_exact, n_repeated = _deduplicate(inter, name=name, rm_dup_inter=rm_dup_inter)
     items["title"] = _item_text(items, title_max_words)
     inter, dropped = _filter(inter, items, name=name, split=split, k_core=k_core)
     catalogue, n_suffixed = _catalogue(inter, items)
@@ -51,18 +59,26 @@ def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Ma
     train, valid, test, record = subsample(train, valid, test, max_train_samples=max_train_samples,
                                            max_eval_users=max_eval_users, seed=seed)
     stats = compute_item_stats(catalogue, train, head_ratio)
+    in_history = {split_name: sum(s.target in s.history for s in samples)
+                  for split_name, samples in (("test", test), ("valid", valid))}
+    if in_history["test"] or in_history["valid"]:
+        log.warning("%s: %d of %d test and %d of %d validation targets are also in their prompt history "
+                    "(data.rm_dup_inter=null keeps repeated items): repeating the history scores on them",
+                    name, in_history["test"], len(test), in_history["valid"], len(valid))
 
     n_head = int(stats.head_mask.sum())
     info = {
         "name": name, "source": source, "files": [str(f) for f in files],
         "fields": None if source == "synthetic" else fields,
         "synthetic": dict(synthetic or {}) if source == "synthetic" else None,
+        "encoding": None if source == "synthetic" else encoding, "rm_dup_inter": rm_dup_inter,
         "split": split, "k_core": k_core, "history_len": history_len, "head_ratio": head_ratio,
         "title_max_words": title_max_words,
         "n_users": len(users), "n_items": len(catalogue), "n_interactions": len(inter),
-        "raw": raw, "dropped": dropped,
+        "raw": raw, "dropped_exact_duplicates": n_exact, "dropped_repeated_pairs": n_repeated, "dropped": dropped,
         "n_titles_suffixed": n_suffixed,
         "n_samples": {"train": len(train), "valid": len(valid), "test": len(test)},
+        "test_targets_in_history": in_history["test"], "valid_targets_in_history": in_history["valid"],
         "n_head_items": n_head,
         "head_share_of_train_targets": float(stats.n_train[stats.head_mask].sum() / len(train)),
         "subsampling": record,
@@ -73,7 +89,7 @@ def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Ma
 
 
 def _check_config(*, source, split, history_len, k_core, head_ratio, title_max_words, max_train_samples,
-                  max_eval_users, root) -> None:
+                  max_eval_users, root, rm_dup_inter, encoding) -> None:
     """Reject bad config values up front, naming the key as the user would override it."""
     def count(v, lo):
         return isinstance(v, int) and not isinstance(v, bool) and v >= lo
@@ -91,13 +107,23 @@ def _check_config(*, source, split, history_len, k_core, head_ratio, title_max_w
         "max_eval_users": (max_eval_users, max_eval_users is None or count(max_eval_users, 1),
                            "null or an integer >= 1"),
         "root": (root, source != "atomic" or root is not None, "a folder holding NAME.inter and NAME.item"),
+        "rm_dup_inter": (rm_dup_inter, rm_dup_inter in RM_DUP_INTER, "null (keep repeated user-item pairs), "
+                         "first or last (keep only the earliest / latest)"),
+        "encoding": (encoding, _is_codec(encoding), "a Python codec name such as utf-8 or latin-1"),
     }
     for key, (value, ok, expected) in rules.items():
         if not ok:
             raise DataError(f"data.{key}={value!r}: expected {expected}")
 
 
-def _read(name: str, source: str, root: str | None, fields: dict, synthetic: Mapping | None):
+def _is_codec(name) -> bool:
+    try:
+        return isinstance(name, str) and bool(codecs.lookup(name))
+    except LookupError:
+        return False
+
+
+def _read(name: str, source: str, root: str | None, fields: dict, synthetic: Mapping | None, encoding: str):
     """(interactions [user, item, time], items [item, title(, year)], files read)."""
     if source == "synthetic":
         return *synthetic_frames(synthetic), []
@@ -107,9 +133,9 @@ def _read(name: str, source: str, root: str | None, fields: dict, synthetic: Map
     folder = recbole_root(name) if source == "recbole_wheel" else Path(root)
     inter_path, item_path = folder / f"{name}.inter", folder / f"{name}.item"
     roles = ["item", "title"] + (["year"] if fields["year"] else [])
-    inter_cols = atomic_columns(inter_path, {r: fields[r] for r in ("user", "item", "time")})
-    item_cols = atomic_columns(item_path, {r: fields[r] for r in roles})
-    inter, items = read_atomic(inter_path, inter_cols), read_atomic(item_path, item_cols)
+    inter_cols = atomic_columns(inter_path, {r: fields[r] for r in ("user", "item", "time")}, encoding)
+    item_cols = atomic_columns(item_path, {r: fields[r] for r in roles}, encoding)
+    inter, items = read_atomic(inter_path, inter_cols, encoding), read_atomic(item_path, item_cols, encoding)
     inter["time"] = parse_time(inter["time"], inter_path, fields["time"])
     twice = items.loc[items["item"].duplicated(), "item"]
     if len(twice):
@@ -124,6 +150,21 @@ def _item_text(items: pd.DataFrame, max_words: int | None) -> list[str]:
     """Cleaned title, as 'Title (Year)' when the dataset has a year field."""
     titles = [clean_title(t, max_words) for t in items["title"]]
     return [with_year(t, y) for t, y in zip(titles, items["year"])] if "year" in items else titles
+
+
+def _deduplicate(inter: pd.DataFrame, *, name: str, rm_dup_inter: str | None) -> tuple[pd.DataFrame, int, int]:
+    """Drop exact duplicate rows, then (`rm_dup_inter` first / last) every row of a repeated (user, item)
+    pair but its earliest / latest, time ties in file order; (rows left, rows each rule dropped)."""
+    exact = inter.duplicated(["user", "item", "time"])
+    if exact.any():
+        log.warning("%s: dropped %d exact duplicate row(s) (same user, item and time)", name, exact.sum())
+    inter = inter[~exact]
+    n = len(inter)
+    if rm_dup_inter is not None:
+        by_time = inter.sort_values("time", kind="stable")
+        inter = by_time[~by_time.duplicated(["user", "item"], keep=rm_dup_inter)]
+        log.info("%s: data.rm_dup_inter=%s dropped %d repeated (user, item) row(s)", name, rm_dup_inter, n - len(inter))
+    return inter, int(exact.sum()), n - len(inter)
 
 
 def _filter(inter: pd.DataFrame, items: pd.DataFrame, *, name: str, split: str, k_core: int):
