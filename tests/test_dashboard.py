@@ -31,6 +31,8 @@ def metrics_of(section) -> set[str]:
 
 
 def test_views_are_built_offline_with_their_sections_and_panels():
+    experiments = {OmegaConf.load(f).task_name for f in (Path(CONFIG_PATH) / "experiment").glob("*.yaml")}
+    assert set(VIEWS) == experiments | {"train"}  # every experiment group has its view
     for group in VIEWS:
         workspace = build_workspace("entity", "project", group)
         results, training, cost, *extra = workspace.sections

@@ -105,18 +105,12 @@ def _curves(named: dict[str, str]) -> list:
     return [wr.LinePlot(title=title, x=keys.STEP, y=[metric], **AGGREGATE) for title, metric in named.items()]
 
 
-def _config_filter_name(path: str) -> str:
-    # The app stores a nested config key's filter as "top.value.rest" (groupby adds the ".value" itself).
-    top, *rest = path.split(".")
-    return ".".join([top, "value", *rest])
-
-
 def build_workspace(entity: str, project: str, group: str, dataset: str | None = None) -> ws.Workspace:
     """The saved view of one experiment group (and dataset); built offline, nothing is sent."""
     view = VIEWS[group]
     filters = [ws.Metric("Group") == group]
     if dataset:
-        filters.append(ws.Config(_config_filter_name("data.name")) == dataset)
+        filters.append(ws.Config("data.value.name") == dataset)  # the app's name for a nested config key's filter
     by = ([] if dataset else ["data.name"]) + ["method.name", *view.settings]
     sections = [
         ws.Section(name="Results: test metrics per method, mean and min-max over seeds", panels=_bars(RESULTS),
@@ -165,15 +159,14 @@ def describe(workspace: ws.Workspace) -> str:
 
 def missing_access(server: str) -> str | None:
     """Why wandb cannot be written to from here (no credentials, no route to the server), or None."""
-    host = urlsplit(server).hostname
-    if not host:
+    url = urlsplit(server)
+    if not url.hostname:
         return f"WANDB_BASE_URL={server!r} is not a URL"
-    if not os.environ.get("WANDB_API_KEY") and not _netrc_has(host):
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has(url.hostname):
         return ("no wandb credentials: set WANDB_API_KEY or run `wandb login` "
-                f"(no entry for {host} in {_netrc_path()} either)")
-    port = urlsplit(server).port or (80 if urlsplit(server).scheme == "http" else 443)
+                f"(no entry for {url.hostname} in {_netrc_path()} either)")
     try:
-        socket.create_connection((host, port), timeout=10).close()
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout=10).close()
     except OSError as err:
         return f"cannot reach the wandb server {server} ({err}): writing a workspace needs network access"
     return None
