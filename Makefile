@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce tables figures bench bench-optim bench-decode clean
+.PHONY: install test reproduce tables figures bench bench-optim bench-decode dashboard clean
 
 install: $(STAMP)
 
@@ -55,6 +55,12 @@ tables figures: $(STAMP)
 	  e=$$(basename $$(dirname $$sweeps)); \
 	  $(PY) -m eisam.report $$sweeps --out outputs/report/$$e --only $@ || exit 1; \
 	done
+
+# `make dashboard ENTITY=me [PROJECT=eisam-rec] [GROUP=sensitivity] [DATASET=ml100k] [DRY_RUN=1]`: the wandb
+# views of the experiments (python -m eisam.dashboard); DRY_RUN=1 prints them and contacts nobody.
+dashboard: $(STAMP)
+	$(PY) -m eisam.dashboard $(if $(ENTITY),--entity $(ENTITY)) $(if $(PROJECT),--project $(PROJECT)) \
+	  $(if $(GROUP),--group $(GROUP)) $(if $(DATASET),--dataset $(DATASET)) $(if $(DRY_RUN),--dry-run)
 
 bench-optim: $(STAMP)
 	$(PY) scripts/bench_optim.py

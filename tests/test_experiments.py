@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import compose_config
+from conftest import compose_config, wandb_records
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -85,43 +84,12 @@ def test_hparams_search_tunes_eisam_on_validation_ndcg(smoke_cfg):
         validate_config(smoke_cfg("objective=valid/ndcg@10"))
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """A real multirun of three jobs: groupsam with more groups than items fails at once; base and
-    eisam (which ignore method.groups) then train 2 steps, log to wandb (offline) and also decode
-    the validation users."""
-    root = tmp_path_factory.mktemp("sweep")
-    cmd = [sys.executable, "-m", "eisam.train", "-m", "scale=smoke", "method=groupsam,base,eisam",
-           "method.groups=100000", "trainer.limit_train_batches=2", "data.max_eval_users=16", "logger=wandb",
-           "valid_decode=true", f"hydra.sweep.dir={root}"]
-    return root, subprocess.run(cmd, capture_output=True, text=True)
-
-
 def test_a_failed_job_does_not_stop_the_sweep(sweep):
     root, proc = sweep
     assert proc.returncode != 0 and "groups must be between" in proc.stderr  # reported once all jobs ran
     assert "groups must be between" in (root / "0" / "error.txt").read_text()
     assert not (root / "0" / "metrics.json").exists()
     assert (root / "1" / "metrics.json").exists() and (root / "2" / "metrics.json").exists()
-
-
-def wandb_records(path: Path):
-    """The protobuf records of an offline wandb run file (offline runs write no wandb-summary.json):
-    a 7-byte header, then LevelDB-log blocks of 32 KiB whose chunks (checksum 4 bytes, length 2,
-    type 1: full, first, middle, last) carry the records."""
-    from wandb.proto.wandb_internal_pb2 import Record
-
-    data, block, pos, record = path.read_bytes(), 32768, 7, b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # too short for a chunk header: padding
-            pos += block - pos % block
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
-        record = (b"" if kind in (1, 2) else record) + data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            yield Record.FromString(record)
 
 
 def test_each_job_ends_its_own_wandb_run_with_its_config_and_final_metrics(sweep):

@@ -18,6 +18,7 @@ from eisam.analysis.study import ensure_prior, longtail_results
 from eisam.evaluation import check_decoding, evaluate_split
 from eisam.lightning.datamodule import RecDataModule
 from eisam.memory import track_peak_memory
+from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype, backbone_layers, check_backbone
@@ -198,6 +199,8 @@ def train(cfg: DictConfig) -> dict:
         "train_seconds": round(train_seconds, 3),
         "seconds_per_step": round(train_seconds / max(1, method.steps), 4),  # fit's wall time, validation included
         "forward_passes": method.forward_passes, "backward_passes": method.backward_passes,
+        "forward_per_step": round(method.forward_passes / max(1, method.steps), 4),
+        "backward_per_step": round(method.backward_passes / max(1, method.steps), 4),
         "peak_memory_mb": peak_memory_mb, "peak_memory_kind": memory_kind,
     }
     selection = {"checkpoint": os.path.basename(selected) if selected else "final weights",
@@ -221,7 +224,8 @@ def most_popular(cfg: DictConfig, out_dir: Path) -> dict:
     metrics = evaluate_rankings(recommended, targets, None, data.stats, ks=tuple(cfg.decoding.ks))
     write_csv(out_dir / PREDICTIONS, per_user_frame(users, recommended, targets, data.stats))
     cost = {"train_steps": 0, "skipped_steps": 0, "train_seconds": 0.0, "seconds_per_step": None,
-            "forward_passes": 0, "backward_passes": 0, "peak_memory_mb": None, "peak_memory_kind": None}
+            "forward_passes": 0, "backward_passes": 0, "forward_per_step": None, "backward_per_step": None,
+            "peak_memory_mb": None, "peak_memory_kind": None}
     result = {"run": run_record(cfg), "data": data.info, "test": metrics, "cost": cost,
               "selection": {"checkpoint": None, "monitor": None, "best_val_nll": None}}
     write_json(out_dir / METRICS, result)
@@ -240,21 +244,10 @@ def start_loggers(cfg: DictConfig) -> list:
 def log_final_metrics(loggers: list, result: dict) -> None:
     """Test (and validation, cost) metrics to every logger, saved now: after fit, nothing else flushes them."""
     for logger in loggers:
-        logger.log_metrics(flatten({key: result[key] for key in ("test", "valid", "cost") if key in result}))
+        logger.log_metrics(flatten({key: result[key] for key in FINAL_SECTIONS if key in result}))
         logger.save()
 
 
 def _float(value) -> float | None:
     return None if value is None else float(value)
 
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
-    """Nested metrics → ``test/overall/hr@10``-style scalar keys for experiment loggers."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
-        elif isinstance(value, (int, float)):
-            flat[name] = float(value)
-    return flat

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
+from eisam import metric_keys as keys
 from eisam.data import ItemStats
 from eisam.models.response_loss import response_nll
 from eisam.optim.distributed import grad_reduce_if_distributed
@@ -89,12 +90,12 @@ class RecommenderModule(L.LightningModule):
         report = self.method.step([(lambda c=c: self.per_sample_loss(c), c["item_idx"]) for c in chunks])
         if not report.skipped:
             self.lr_schedulers().step()
-        logged = {"train/loss": report.loss, "train/weighted_loss": report.weighted_loss,
-                  "train/eps_norm": report.eps_norm, "train/grad_norm": report.grad_norm,
-                  "train/skipped_steps": float(self.method.skipped_steps),
-                  "train/lr": self.lr_schedulers().get_last_lr()[0]}
+        logged = {keys.TRAIN_LOSS: report.loss, keys.TRAIN_WEIGHTED_LOSS: report.weighted_loss,
+                  keys.TRAIN_EPS_NORM: report.eps_norm, keys.TRAIN_GRAD_NORM: report.grad_norm,
+                  keys.TRAIN_SKIPPED_STEPS: float(self.method.skipped_steps),
+                  keys.TRAIN_LR: self.lr_schedulers().get_last_lr()[0]}
         if report.weighted_loss_perturbed is not None:
-            logged["train/sharpness"] = report.weighted_loss_perturbed - report.weighted_loss
+            logged[keys.TRAIN_SHARPNESS] = report.weighted_loss_perturbed - report.weighted_loss
         self.log_dict({k: float(v) for k, v in logged.items() if v is not None},
                       prog_bar=False, batch_size=len(batch["item_idx"]))
         self.log("loss", float(report.loss), prog_bar=True, logger=False)
@@ -105,7 +106,7 @@ class RecommenderModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         nll = torch.cat(self._val_nll) if self._val_nll else torch.zeros(0)
         self._val_nll.clear()
-        self.log("val/nll", nll.mean() if len(nll) else torch.tensor(float("nan")), prog_bar=True)
+        self.log(keys.VAL_NLL, nll.mean() if len(nll) else torch.tensor(float("nan")), prog_bar=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
