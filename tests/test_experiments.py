@@ -158,7 +158,7 @@ def test_report_of_the_sweep_reproduces_metrics_and_names_the_failed_job(sweep, 
     assert efficiency.loc["eisam", ["forward_per_step", "backward_per_step"]].tolist() == [2.0, 3.0]
     assert efficiency.peak_memory_mb.gt(0).all()
     assert str(root / "0") in (tmp_path / "report" / "missing.md").read_text()
-    for name in ("report.md", "accuracy.md", "efficiency.md", "head_tail.png", "popularity_deciles.png"):
+    for name in ("report.md", "accuracy.md", "efficiency.md", "head_tail.png", "popularity_bins.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
 

@@ -1,104 +1,40 @@
-"""Long-tail study figures and tables from run folders (predictions.csv, item_stats.csv, metrics.json).
+"""The long-tail study's tables and figures from finished run folders.
+
+    python -m eisam.report.longtail RUN_DIR... --out outputs/report/longtail_study
+
+RUN_DIR may be a run folder or a (multi)run folder holding many. Writes, under --out:
+``quadrants.md`` / ``quadrants.csv`` (mean and std over seeds per dataset, model, method and
+quadrant), ``quadrants_runs.csv`` (one row per run and quadrant), ``prior.md`` / ``prior.csv``
+(Spearman of prior score vs training frequency, and between the two prompt templates, per run) and
+``figures/``: ``heatmap_<dataset>_<method>.png``, ``hit_vs_frequency_<dataset>.png``,
+``hit_vs_prior_<dataset>.png``. Runs without prior columns borrow them from a run of the same
+dataset and model (``runs.borrow_prior``). ``write_study`` is the same, callable from Python.
 
 Everything is computed from the run's files with the same functions the run used
 (``eisam.analysis.quadrants.quadrant_metrics``, hence ``eisam.metrics.ranking.hit_ndcg``), so a
-table built here equals ``test.quadrants`` in the run's metrics.json. Figures are PNGs drawn on
-matplotlib's Agg canvas (no display, no pyplot state).
+table built here equals ``test.quadrants`` in the run's metrics.json.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
+import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eisam.analysis.prior import PRIOR_GROUP, PRIOR_SCORE
+from eisam.analysis.prior import PRIOR_SCORE, spearman
 from eisam.analysis.quadrants import CELLS, DATA_LEVELS, PRIOR_LEVELS, quadrant_metrics
-from eisam.data.item_stats import ItemStats
-from eisam.run_files import ITEM_STATS, METRICS, PREDICTIONS
+from eisam.report.figures import save
+from eisam.report.runs import Run, borrow_prior, finished_runs, load_run
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Run:
-    """One finished run folder: its metrics.json, predictions.csv and item table."""
-
-    path: Path
-    metrics: dict
-    predictions: pd.DataFrame
-    items: pd.DataFrame
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        r = self.metrics["run"]
-        return r["dataset"], r["model"], r["method"]
-
-    @property
-    def seed(self) -> int:
-        return self.metrics["run"]["seed"]
-
-    @property
-    def has_prior(self) -> bool:
-        return PRIOR_GROUP in self.items.columns and PRIOR_SCORE in self.items.columns
-
-
-def load_run(run_dir: str | Path) -> Run:
-    run_dir = Path(run_dir)
-    missing = [f for f in (METRICS, PREDICTIONS, ITEM_STATS) if not (run_dir / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: missing {missing}; not a finished run folder")
-    return Run(run_dir, json.loads((run_dir / METRICS).read_text()), pd.read_csv(run_dir / PREDICTIONS),
-               ItemStats.load(run_dir / ITEM_STATS).table)
-
-
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run folders (holding metrics.json) at or below each path, sorted; a multirun folder gives all its jobs."""
-    found = set()
-    for p in map(Path, paths):
-        if (p / METRICS).exists():
-            found.add(p)
-        elif p.is_dir():
-            found.update(m.parent for m in p.rglob(METRICS))
-        else:
-            raise FileNotFoundError(f"{p}: no such run folder")
-    return sorted(found)
-
-
-def borrow_prior(runs: Sequence[Run]) -> list[Run]:
-    """Runs without prior columns get them from a run of the same dataset and model that has them.
-
-    The prior depends on (model, dataset) only, so any method's run can be placed in the quadrants
-    once one run of that pair had ``analysis.prior.enabled=true``. Items are matched by item_id and
-    their titles must agree; runs with no donor are left out with a warning.
-    """
-    donors = {}
-    for r in runs:
-        if r.has_prior:
-            donors.setdefault((r.key[0], r.key[1]), r.items)
-    out = []
-    for r in runs:
-        if r.has_prior:
-            out.append(r)
-            continue
-        donor = donors.get((r.key[0], r.key[1]))
-        if donor is None:
-            log.warning("%s: no prior columns and no run of %s/%s with them; left out", r.path, *r.key[:2])
-            continue
-        merged = r.items.merge(donor[["item_id", "title", PRIOR_SCORE, PRIOR_GROUP]], on="item_id", how="left",
-                               suffixes=("", "_donor"), validate="one_to_one")
-        if merged[PRIOR_GROUP].isna().any() or (merged["title"] != merged["title_donor"]).any():
-            log.warning("%s: catalogue differs from the prior donor's; left out", r.path)
-            continue
-        out.append(Run(r.path, r.metrics, r.predictions, merged.drop(columns="title_donor")))
-    return out
+SHORT = {"prior_head": "PH", "prior_tail": "PT", "data_head": "DH", "data_tail": "DT"}
 
 
 def run_quadrants(run: Run, ks: Sequence[int] = (10,)) -> dict:
@@ -168,14 +104,6 @@ def binned_hit_rate(items: pd.DataFrame, by: str, edges: Sequence[float]) -> pd.
     return pd.DataFrame(rows)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
 def plot_quadrant_heatmap(runs: Sequence[Run], path: str | Path, metric: str = "ndcg@10",
                           title: str | None = None) -> Path:
     """2x2 heatmap (rows prior head/tail, columns data head/tail) of ``metric``, mean over ``runs``
@@ -204,7 +132,7 @@ def plot_quadrant_heatmap(runs: Sequence[Run], path: str | Path, metric: str = "
         dataset, model, method = runs[0].key
         title = f"{method} on {dataset} ({model}, {len(runs)} run{'s' * (len(runs) > 1)})"
     ax.set_title(title or "", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _pooled_items(runs: Sequence[Run], k: int) -> pd.DataFrame:
@@ -230,7 +158,7 @@ def plot_hit_vs_frequency(runs_by_method: Mapping[str, Sequence[Run]], path: str
     ax.set_ylabel(f"per-item HR@{k}")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_hit_vs_prior(runs_by_method: Mapping[str, Sequence[Run]], path: str | Path, k: int = 10,
@@ -253,4 +181,116 @@ def plot_hit_vs_prior(runs_by_method: Mapping[str, Sequence[Run]], path: str | P
     ax.set_ylabel(f"per-item HR@{k}")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def _fmt(mean, std) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def quadrant_markdown(summary: pd.DataFrame, k: int = 10) -> str:
+    """One row per dataset/model/method; per cell 'NDCG@k / HR@k (users)', mean ± std over seeds."""
+    cells = [f"{SHORT[p]}·{SHORT[d]}" for p, d in CELLS]
+    lines = [f"Quadrant accuracy: NDCG@{k} / HR@{k} (mean ± std over seeds; mean test users in the cell). "
+             "PH/PT = prior head/tail, DH/DT = data head/tail.", "",
+             "| dataset | model | method | runs | " + " | ".join(cells) + " |",
+             "|---|---|---|---|" + "---|" * len(cells)]
+    for (dataset, model, method), g in summary.groupby(["dataset", "model", "method"], sort=True):
+        g = g.set_index(["prior", "data"])
+        row = [dataset, model, method, str(int(g["n_runs"].max()))]
+        for cell in CELLS:
+            c = g.loc[cell]
+            row.append(f"{_fmt(c[f'ndcg@{k}_mean'], c[f'ndcg@{k}_std'])} / "
+                       f"{_fmt(c[f'hr@{k}_mean'], c[f'hr@{k}_std'])} ({c['n_users']:.0f})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def prior_rows(runs) -> pd.DataFrame:
+    """Per run: the prior's Spearman vs n_train (recomputed from item_stats.csv) and, when the run
+    scored the second template, the Spearman between the two templates (from metrics.json)."""
+    rows = []
+    for r in runs:
+        block = r.metrics.get("prior") or {}
+        other = block.get("compare_with") or {}
+        rows.append({"dataset": r.key[0], "model": r.key[1], "method": r.key[2], "seed": r.seed, "run": str(r.path),
+                     "template": block.get("template"), "n_items": len(r.items),
+                     "spearman_prior_vs_n_train": spearman(r.items[PRIOR_SCORE], r.items["n_train"]),
+                     "compare_template": other.get("template"),
+                     "spearman_between_templates": other.get("spearman_between_templates")})
+    return pd.DataFrame(rows)
+
+
+def prior_markdown(rows: pd.DataFrame) -> str:
+    lines = ["Prior popularity vs data popularity (Spearman over all catalogue items, per run).", "",
+             "| dataset | model | method | seed | template | items | ρ(prior, n_train) | other template | ρ(templates) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in rows.sort_values(["dataset", "model", "method", "seed"]).iterrows():
+        def num(x):
+            return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['method']} | {r['seed']} | {r['template']} | "
+                     f"{r['n_items']} | {num(r['spearman_prior_vs_n_train'])} | {r['compare_template'] or 'n/a'} | "
+                     f"{num(r['spearman_between_templates'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
+
+
+def write_study(run_dirs: Iterable[str | Path], out: str | Path, k: int = 10) -> dict[str, Path]:
+    """Load the runs below ``run_dirs`` and write the study's tables and figures to ``out``."""
+    out = Path(out)
+    paths = finished_runs(run_dirs)
+    runs = borrow_prior([load_run(p) for p in paths])
+    if not runs:
+        raise FileNotFoundError(f"no finished run with prior scores under {list(map(str, run_dirs))}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    rows = quadrant_rows(runs, k)
+    summary = quadrant_summary(rows, k)
+    rows.to_csv(written.setdefault("quadrants_runs.csv", out / "quadrants_runs.csv"), index=False)
+    summary.to_csv(written.setdefault("quadrants.csv", out / "quadrants.csv"), index=False)
+    written["quadrants.md"] = out / "quadrants.md"
+    written["quadrants.md"].write_text(quadrant_markdown(summary, k))
+    prior = prior_rows(runs)
+    prior.to_csv(written.setdefault("prior.csv", out / "prior.csv"), index=False)
+    written["prior.md"] = out / "prior.md"
+    written["prior.md"].write_text(prior_markdown(prior))
+
+    groups = defaultdict(list)
+    for r in runs:
+        groups[r.key].append(r)
+    models = defaultdict(set)
+    for dataset, model, _ in groups:
+        models[dataset].add(model)
+    by_dataset = defaultdict(dict)
+    for (dataset, model, method), rs in sorted(groups.items()):
+        name = f"heatmap_{_slug(dataset)}_{_slug(model)}_{_slug(method)}.png"
+        written[name] = plot_quadrant_heatmap(rs, out / "figures" / name, metric=f"ndcg@{k}")
+        by_dataset[dataset][method if len(models[dataset]) == 1 else f"{method} ({model})"] = rs
+    for dataset, methods in by_dataset.items():
+        for kind, plot in (("hit_vs_frequency", plot_hit_vs_frequency), ("hit_vs_prior", plot_hit_vs_prior)):
+            name = f"{kind}_{_slug(dataset)}.png"
+            written[name] = plot(methods, out / "figures" / name, k=k, title=dataset)
+    log.info("long-tail study: %d runs -> %s", len(runs), out)
+    return written
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(prog="python -m eisam.report.longtail", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders (multiruns)")
+    parser.add_argument("--out", default="outputs/report/longtail_study", help="output folder")
+    parser.add_argument("--k", type=int, default=10, help="cut-off K of HR@K / NDCG@K (at most the length of the recommended lists)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    written = write_study(args.run_dirs, args.out, args.k)
+    for name, path in written.items():
+        print(path)
+    return written
+
+
+if __name__ == "__main__":
+    main()
