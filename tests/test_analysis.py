@@ -198,6 +198,9 @@ def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke
         assert r["n_users"] == cell["n_users"]
         assert (pd.isna(r["ndcg@10"]) and cell["ndcg@10"] is None) or r["ndcg@10"] == pytest.approx(cell["ndcg@10"])
     assert set(rows["method"]) == {"base", "other"}
+    summary = pd.read_csv(out / "quadrants.csv").query("n_users > 0")  # every filled cell has its interval
+    assert (summary["ndcg@10_lo"] <= summary["ndcg@10_mean"]).all()
+    assert (summary["ndcg@10_mean"] <= summary["ndcg@10_hi"]).all()
     assert "| synthetic | tiny_llama | base | 1 |" in (out / "quadrants.md").read_text()
 
 

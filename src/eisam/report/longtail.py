@@ -3,10 +3,10 @@
     python -m eisam.report.longtail RUN_DIR... --out outputs/report/longtail_study
 
 RUN_DIR may be a run folder or a (multi)run folder holding many. Writes, under --out:
-``quadrants.md`` / ``quadrants.csv`` (mean and std over seeds per dataset, model, method and
-quadrant), ``quadrants_runs.csv`` (one row per run and quadrant), ``prior.md`` / ``prior.csv``
-(Spearman of prior score vs training frequency, and between the two prompt templates, per run) and
-``figures/``: ``heatmap_<dataset>_<method>.png``, ``hit_vs_frequency_<dataset>.png``,
+``quadrants.md`` / ``quadrants.csv`` (mean and std over seeds, and 95 % bootstrap interval over
+users, per dataset, model, method and quadrant), ``quadrants_runs.csv`` (one row per run and
+quadrant), ``prior.md`` / ``prior.csv`` (Spearman of prior score vs training frequency, and
+between the two prompt templates, per run) and ``figures/``: ``heatmap_<dataset>_<method>.png``, ``hit_vs_frequency_<dataset>.png``,
 ``hit_vs_prior_<dataset>.png``. Runs without prior columns borrow them from a run of the same
 dataset and model (``runs.borrow_prior``). ``write_study`` is the same, callable from Python.
 
@@ -29,9 +29,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from eisam.analysis.prior import PRIOR_SCORE, spearman
-from eisam.analysis.quadrants import CELLS, DATA_LEVELS, PRIOR_LEVELS, quadrant_metrics
+from eisam.analysis.quadrants import CELLS, DATA_LEVELS, PRIOR_LEVELS, item_quadrants, quadrant_metrics
+from eisam.metrics.ranking import case_hit_ndcg
 from eisam.report.figures import save
 from eisam.report.runs import Run, borrow_prior, finished_runs, load_run
+from eisam.report.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 SHORT = {"prior_head": "PH", "prior_tail": "PT", "data_head": "DH", "data_tail": "DT"}
@@ -54,15 +56,40 @@ def quadrant_rows(runs: Sequence[Run], k: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def quadrant_summary(rows: pd.DataFrame, k: int = 10) -> pd.DataFrame:
-    """Mean and sample std over seeds of each cell's HR@k / NDCG@k; mean user count; number of runs."""
+def quadrant_users(runs: Sequence[Run], k: int = 10) -> pd.DataFrame:
+    """One row per run and test user: dataset, model, method, run, user, the target's quadrant
+    (prior, data), and the user's hr@k and ndcg@k: what the cells' intervals resample."""
+    frames = []
+    for r in runs:
+        quadrant = item_quadrants(r.items)
+        targets = r.predictions["target"].to_numpy()
+        hit, ndcg = case_hit_ndcg(r.predictions["rank"], k)
+        frames.append(pd.DataFrame({"dataset": r.key[0], "model": r.key[1], "method": r.key[2], "run": str(r.path),
+                                    "user": r.predictions["user"].astype(str),
+                                    "prior": quadrant.prior.to_numpy()[targets],
+                                    "data": quadrant.data.to_numpy()[targets],
+                                    f"hr@{k}": hit, f"ndcg@{k}": ndcg}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def quadrant_summary(rows: pd.DataFrame, users: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """Mean and sample std over seeds of each cell's HR@k / NDCG@k, their 95 % bootstrap intervals
+    over the cell's users (a user's seeds resampled together); mean user count; number of runs."""
     keys = ["dataset", "model", "method", "prior", "data"]
     g = rows.groupby(keys, sort=True)
     out = g[[f"hr@{k}", f"ndcg@{k}"]].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out["n_users"] = g["n_users"].mean()
     out["n_runs"] = g.size()
-    return out.reset_index()
+    metrics, intervals = (f"hr@{k}", f"ndcg@{k}"), []
+    for key, cell in users.groupby(keys, sort=True):
+        row = dict(zip(keys, key))
+        for metric in metrics:
+            scores = cell.pivot(index="user", columns="run", values=metric).to_numpy()
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_ci(scores)
+        intervals.append(row)
+    intervals = pd.DataFrame(intervals, columns=keys + [f"{m}_{end}" for m in metrics for end in ("lo", "hi")])
+    return out.reset_index().merge(intervals, on=keys, how="left")
 
 
 def item_hits(run: Run, k: int = 10) -> pd.DataFrame:
@@ -107,15 +134,20 @@ def binned_hit_rate(items: pd.DataFrame, by: str, edges: Sequence[float]) -> pd.
 def plot_quadrant_heatmap(runs: Sequence[Run], path: str | Path, metric: str = "ndcg@10",
                           title: str | None = None) -> Path:
     """2x2 heatmap (rows prior head/tail, columns data head/tail) of ``metric``, mean over ``runs``
-    (the seeds of one method on one dataset); each cell shows the value and its mean user count."""
+    (the seeds of one method on one dataset); each cell shows the value, its 95 % bootstrap
+    interval over the cell's users and its mean user count."""
     k = int(metric.split("@")[1])
-    values, users = np.full((2, 2), np.nan), np.zeros((2, 2))
+    values, users, intervals = np.full((2, 2), np.nan), np.zeros((2, 2)), {}
     qs = [run_quadrants(r, (k,)) for r in runs]
+    cells = quadrant_users(runs, k).groupby(["prior", "data"])
     for i, p in enumerate(PRIOR_LEVELS):
         for j, d in enumerate(DATA_LEVELS):
             vals = [q[p][d][metric] for q in qs if q[p][d][metric] is not None]
             values[i, j] = np.mean(vals) if vals else np.nan
             users[i, j] = np.mean([q[p][d]["n_users"] for q in qs])
+            if (p, d) in cells.groups:
+                scores = cells.get_group((p, d)).pivot(index="user", columns="run", values=metric).to_numpy()
+                intervals[i, j] = "\n[{:.3f}, {:.3f}]".format(*bootstrap_ci(scores))
     fig = Figure(figsize=(4.2, 3.6))
     ax = fig.add_subplot()
     top = np.nanmax(values) if np.isfinite(values).any() else 0.0
@@ -126,8 +158,8 @@ def plot_quadrant_heatmap(runs: Sequence[Run], path: str | Path, metric: str = "
     for i in range(2):
         for j in range(2):
             text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.3f}"
-            ax.text(j, i, f"{text}\n(n={users[i, j]:.0f})", ha="center", va="center", color="w",
-                    bbox={"facecolor": "black", "alpha": 0.35, "linewidth": 0})
+            ax.text(j, i, f"{text}{intervals.get((i, j), '')}\n(n={users[i, j]:.0f})", ha="center", va="center",
+                    color="w", bbox={"facecolor": "black", "alpha": 0.35, "linewidth": 0})
     if title is None and runs:
         dataset, model, method = runs[0].key
         title = f"{method} on {dataset} ({model}, {len(runs)} run{'s' * (len(runs) > 1)})"
@@ -184,16 +216,19 @@ def plot_hit_vs_prior(runs_by_method: Mapping[str, Sequence[Run]], path: str | P
     return save(fig, path)
 
 
-def _fmt(mean, std) -> str:
+def _fmt(mean, std, lo=np.nan, hi=np.nan) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
+    if not math.isnan(lo):
+        return f"{mean:.4f} [{lo:.4f}, {hi:.4f}]"
     return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
 def quadrant_markdown(summary: pd.DataFrame, k: int = 10) -> str:
-    """One row per dataset/model/method; per cell 'NDCG@k / HR@k (users)', mean ± std over seeds."""
+    """One row per dataset/model/method; per cell 'NDCG@k / HR@k (users)', mean over seeds [95 % interval]."""
     cells = [f"{SHORT[p]}·{SHORT[d]}" for p, d in CELLS]
-    lines = [f"Quadrant accuracy: NDCG@{k} / HR@{k} (mean ± std over seeds; mean test users in the cell). "
+    lines = [f"Quadrant accuracy: NDCG@{k} / HR@{k} (mean over seeds [95 % bootstrap interval over the cell's users, "
+             "a user's seeds resampled together]; mean test users in the cell). "
              "PH/PT = prior head/tail, DH/DT = data head/tail.", "",
              "| dataset | model | method | runs | " + " | ".join(cells) + " |",
              "|---|---|---|---|" + "---|" * len(cells)]
@@ -202,8 +237,8 @@ def quadrant_markdown(summary: pd.DataFrame, k: int = 10) -> str:
         row = [dataset, model, method, str(int(g["n_runs"].max()))]
         for cell in CELLS:
             c = g.loc[cell]
-            row.append(f"{_fmt(c[f'ndcg@{k}_mean'], c[f'ndcg@{k}_std'])} / "
-                       f"{_fmt(c[f'hr@{k}_mean'], c[f'hr@{k}_std'])} ({c['n_users']:.0f})")
+            row.append(" / ".join(_fmt(*(c[f"{m}_{s}"] for s in ("mean", "std", "lo", "hi")))
+                                  for m in (f"ndcg@{k}", f"hr@{k}")) + f" ({c['n_users']:.0f})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -250,7 +285,7 @@ def write_study(run_dirs: Iterable[str | Path], out: str | Path, k: int = 10) ->
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     rows = quadrant_rows(runs, k)
-    summary = quadrant_summary(rows, k)
+    summary = quadrant_summary(rows, quadrant_users(runs, k), k)
     rows.to_csv(written.setdefault("quadrants_runs.csv", out / "quadrants_runs.csv"), index=False)
     summary.to_csv(written.setdefault("quadrants.csv", out / "quadrants.csv"), index=False)
     written["quadrants.md"] = out / "quadrants.md"
