@@ -110,6 +110,9 @@ def per_user(runs: pd.DataFrame) -> pd.DataFrame:
         for column in ("user", "target", "rank"):
             if column not in predictions:
                 raise KeyError(f"{folder / PREDICTIONS}: no column {column!r} (expected user, target, rank)")
+        if predictions.user.duplicated().any():
+            raise ValueError(f"{folder / PREDICTIONS}: user {predictions.user[predictions.user.duplicated()].iloc[0]!r} "
+                             "has two rows; the report pairs runs user by user, one test case per user")
         items = pd.read_csv(folder / ITEM_STATS, usecols=["item_idx", "n_train", "group"]).set_index("item_idx")
         hit, ndcg = case_hit_ndcg(predictions["rank"], K)
         exact = predictions.get("exact_rank")

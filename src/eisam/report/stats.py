@@ -11,6 +11,8 @@ smallest difference the test would detect with 80 % power.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -43,10 +45,14 @@ def bootstrap_ci(scores, resamples: int = RESAMPLES, seed: int = SEED, level: fl
     scores = scores[~np.isnan(scores).all(axis=1)]
     if len(scores) == 0:
         return np.nan, np.nan
-    index = np.random.default_rng(seed).integers(0, len(scores), (resamples, len(scores)))
+    n = len(scores)
+    index = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    # how often each user is drawn in each resample: sums over the draws become one product
+    counts = np.bincount((np.arange(resamples)[:, None] * n + index).ravel(), minlength=resamples * n)
+    counts = counts.reshape(resamples, n).astype(float)
     valid = ~np.isnan(scores)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_seed = np.where(valid, scores, 0.0)[index].sum(axis=1) / valid[index].sum(axis=1)  # resamples x seeds
+        per_seed = (counts @ np.where(valid, scores, 0.0)) / (counts @ valid)  # resamples x seeds
     means = np.nanmean(per_seed, axis=1)
     tail = (1 - level) / 2 * 100
     return tuple(float(v) for v in np.percentile(means, [tail, 100 - tail]))
@@ -92,7 +98,11 @@ def min_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: fl
     probability ``power`` over ``n`` users whose differences have standard deviation ``sd``."""
     if not n or n < 2 or not np.isfinite(sd):
         return np.nan
-    if sd == 0:
-        return 0.0
-    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    return float(effect) * sd
+    return _detectable_effect(int(n), alpha, power) * sd
+
+
+@functools.lru_cache(maxsize=None)
+def _detectable_effect(n: int, alpha: float, power: float) -> float:
+    """Cohen's d detected with ``power`` by the paired t-test over ``n`` users (cached: the solver is
+    slow and a table's comparisons share a few user counts)."""
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided"))

@@ -203,8 +203,8 @@ def missing_section(runs: pd.DataFrame) -> str:
 
 
 CELLS = (f"Test users. Each cell: mean over seeds and, in brackets, its 95 % percentile bootstrap interval "
-         f"over users ({RESAMPLES} resamples; a user's seeds are resampled together), or `mean ± std over seeds` "
-         f"where the metric is not a mean over users.")
+         f"over users ({RESAMPLES} resamples; a user's seeds are resampled together); `mean ± std over seeds` for "
+         f"tail share and coverage, which pool the recommended lists instead of averaging users.")
 NOTES = (f"head/tail: users whose target is a head/tail item (top 20 % of items by training-target count). "
          f"MRR (where predictions.csv has the exact rank): mean reciprocal rank of the target, 0 beyond the "
          f"search's cap. Tail gain: relative change of tail NDCG@{K} over `base` with the same dataset, model, "
