@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import eisam.analysis.prior as prior_mod
-from eisam.analysis.figures import binned_hit_rate, frequency_edges
+from eisam.report.longtail import binned_hit_rate, frequency_edges
 from eisam.analysis.prior import prior_groups, prior_scores, spearman
 from eisam.analysis.quadrants import quadrant_frame, quadrant_metrics
 from eisam.data.item_stats import ItemStats
@@ -155,7 +155,7 @@ def test_cache_reuses_and_recomputes_when_model_dataset_or_prompt_change(tmp_pat
 # ----------------------------------------------------------------------- pipeline, CLI, config
 
 def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke_cfg, tmp_path):
-    from eisam.analysis.longtail import main
+    from eisam.report.longtail import main
     from eisam.pipeline import train
 
     run = tmp_path  # smoke_cfg's run folder
@@ -198,6 +198,9 @@ def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke
         assert r["n_users"] == cell["n_users"]
         assert (pd.isna(r["ndcg@10"]) and cell["ndcg@10"] is None) or r["ndcg@10"] == pytest.approx(cell["ndcg@10"])
     assert set(rows["method"]) == {"base", "other"}
+    summary = pd.read_csv(out / "quadrants.csv").query("n_users > 0")  # every filled cell has its interval
+    assert (summary["ndcg@10_lo"] <= summary["ndcg@10_mean"]).all()
+    assert (summary["ndcg@10_mean"] <= summary["ndcg@10_hi"]).all()
     assert "| synthetic | tiny_llama | base | 1 |" in (out / "quadrants.md").read_text()
 
 

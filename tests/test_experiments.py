@@ -121,12 +121,17 @@ def test_report_of_the_sweep_reproduces_metrics_and_names_the_failed_job(sweep, 
         for group in ("overall", "head", "tail"):
             for metric in ("hr@10", "ndcg@10"):
                 assert table.loc[method, f"{group}/{metric}_mean"] == pytest.approx(test[group][metric])
-    assert table.loc["eisam", "n_pairs"] == 16 and 0 <= table.loc["eisam", "p_vs_base"] <= 1
+    paired = pd.read_csv(tmp_path / "report" / "comparisons.csv").set_index(["method", "vs", "users", "metric"])
+    for metric in ("ndcg@10", "nll"):  # every user of the eisam run paired with its base run
+        row = paired.loc[("eisam", "base", "overall", metric)]
+        assert row.n_users == 16 and 0 <= row.p <= 1 and row.lo <= row["diff"] <= row.hi
+    assert table.loc["eisam", "overall/ndcg@10_lo"] <= table.loc["eisam", "overall/ndcg@10_mean"] \
+        <= table.loc["eisam", "overall/ndcg@10_hi"]
     efficiency = pd.read_csv(tmp_path / "report" / "efficiency.csv").set_index("method")
     assert efficiency.loc["eisam", ["forward_per_step", "backward_per_step"]].tolist() == [2.0, 3.0]
     assert efficiency.peak_memory_mb.gt(0).all()
     assert str(root / "0") in (tmp_path / "report" / "missing.md").read_text()
-    for name in ("report.md", "accuracy.md", "efficiency.md", "head_tail.png", "popularity_deciles.png"):
+    for name in ("report.md", "accuracy.md", "comparisons.md", "efficiency.md", "head_tail.png", "popularity_bins.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
 

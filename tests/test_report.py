@@ -1,5 +1,6 @@
 """The report on hand-made run folders (no training): pairing, significance, missing and
-superseded runs, setting columns and figures. The report of a real sweep: test_experiments.py."""
+superseded runs, setting columns and figures. The statistics themselves: test_report_stats.py;
+the report of a real sweep: test_experiments.py."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import yaml
 from scipy import stats
 
 from eisam.metrics.ranking import case_hit_ndcg, hit_ndcg
-from eisam.report import build_report, load_runs, main, wilcoxon_p
+from eisam.report import build_report, load_runs, main
+from eisam.report.stats import holm
 
 N_ITEMS, N_USERS = 50, 40
 METHODS = {  # name: (kind, weights, direction)
     "base": ("weighted", "uniform", "current"),
+    "sam": ("sam", "uniform", "current"),
     "eisam": ("sam", "power", "current"),
     "eisam_fast": ("sam", "power", "previous"),
     "groupsam": ("group", "power", "current"),
@@ -25,9 +28,9 @@ METHODS = {  # name: (kind, weights, direction)
 
 
 def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=True, variant=None,
-             rho=0.05, lam=1.0, groups=4, seconds_per_step=1.0):
+             rho=0.05, lam=1.0, groups=4, seconds_per_step=1.0, exact_ranks=None, in_history=0):
     """A run folder as a multirun job leaves it: .hydra/config.yaml, config.yaml, item_stats.csv and,
-    if it finished, predictions.csv and metrics.json."""
+    if it finished, predictions.csv (with exact_rank when given) and metrics.json."""
     kind, weights, direction = METHODS[method]
     folder.mkdir(parents=True)
     cfg = {"task_name": task, "seed": seed, "data": {"name": "toy", "max_train_samples": None, "max_eval_users": None},
@@ -48,16 +51,20 @@ def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=Tr
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, N_ITEMS, N_USERS)
     ranks = rng.integers(-1, 21, N_USERS) if ranks is None else np.asarray(ranks)
-    pd.DataFrame({"user": [f"u{i}" for i in range(N_USERS)], "target": targets, "rank": ranks}).to_csv(
-        folder / "predictions.csv", index=False)
+    nll = np.random.default_rng([seed, list(METHODS).index(method)]).uniform(1, 3, N_USERS)  # differs by method
+    predictions = pd.DataFrame({"user": [f"u{i}" for i in range(N_USERS)], "target": targets, "rank": ranks, "nll": nll})
+    if exact_ranks is not None:
+        predictions["exact_rank"] = exact_ranks
+    predictions.to_csv(folder / "predictions.csv", index=False)
     test = {g: hit_ndcg(ranks[m]) for g, m in
             (("overall", np.ones(N_USERS, bool)), ("head", head[targets]), ("tail", ~head[targets]))}
-    for group in test:
-        test[group]["nll"] = float(rng.uniform(1, 3))
+    for group, mask in (("overall", np.ones(N_USERS, bool)), ("head", head[targets]), ("tail", ~head[targets])):
+        test[group]["nll"] = float(nll[mask].mean())
     test["tail_share@10"], test["coverage@10"] = float(rng.uniform()), float(rng.uniform())
     cost = {"train_steps": 10, "seconds_per_step": seconds_per_step, "forward_passes": 20, "backward_passes": 30,
             "peak_memory_mb": 100.0}
-    (folder / "metrics.json").write_text(json.dumps({"test": test, "cost": cost}))
+    (folder / "metrics.json").write_text(json.dumps({"data": {"test_targets_in_history": in_history}, "test": test,
+                                                     "cost": cost}))
     return folder
 
 
@@ -69,17 +76,50 @@ def test_significance_and_tail_gain_pair_users_with_base_within_seed(tmp_path):
 
     build_report([tmp_path / "sweep"], tmp_path / "out")
 
+    comparisons = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    row = comparisons.query("method == 'eisam' and vs == 'base' and users == 'overall' and metric == 'ndcg@10'").iloc[0]
+    per_user = {m: np.mean([case_hit_ndcg(ranks[m, s], 10)[1] for s in (0, 1)], axis=0) for m in ("base", "eisam")}
+    expected = stats.ttest_rel(per_user["eisam"], per_user["base"])  # each user's seeds averaged, then paired
+    assert row.p == pytest.approx(expected.pvalue)
+    assert row["diff"] == pytest.approx(np.mean(per_user["eisam"] - per_user["base"]))
+    assert (row.lo, row.hi) == pytest.approx(tuple(expected.confidence_interval(0.95)))
+    assert row.n_users == N_USERS and row.seeds == 2
+    assert row.p_holm == pytest.approx(row.p)  # one method against base: a family of one
+    assert set(comparisons.vs) == {"base"}  # no sam runs: nothing to compare with
+    assert "NDCG@10 vs `base`" in (tmp_path / "out" / "report.md").read_text()  # the detectable difference
     table = pd.read_csv(tmp_path / "out" / "accuracy.csv").set_index("method")
-    diff = np.concatenate([case_hit_ndcg(ranks["eisam", s], 10)[1] - case_hit_ndcg(ranks["base", s], 10)[1]
-                           for s in (0, 1)])
-    assert table.loc["eisam", "p_vs_base"] == pytest.approx(stats.wilcoxon(diff).pvalue)
-    assert table.loc["eisam", "n_pairs"] == 2 * N_USERS and table.loc["eisam", "seeds"] == 2
     runs = load_runs([tmp_path / "sweep"]).set_index(["method", "seed"])["test/tail/ndcg@10"]
     expected = runs["eisam"].mean() / runs["base"].mean() - 1
     assert table.loc["eisam", "tail_gain_vs_base"] == pytest.approx(expected)
     assert table.loc["eisam", "overall/ndcg@10_std"] == pytest.approx(
         load_runs([tmp_path / "sweep"]).query("method == 'eisam'")["test/overall/ndcg@10"].std())
-    assert np.isnan(table.loc["base", "p_vs_base"])
+    lo, mean, hi = table.loc["eisam", ["overall/ndcg@10_lo", "overall/ndcg@10_mean", "overall/ndcg@10_hi"]]
+    assert lo < mean < hi
+    assert np.isnan(table.loc["base", "tail_gain_vs_base"])
+
+
+def test_reciprocal_rank_holm_over_methods_sam_as_reference_and_targets_in_history(tmp_path):
+    rng = np.random.default_rng(3)
+    exact = {m: rng.choice([-1, 1, 2, 5, 30], N_USERS) for m in ("base", "sam", "eisam")}
+    for method, ranks in exact.items():
+        fake_run(tmp_path / "sweep" / method, method, ranks=np.where(ranks <= 20, ranks, -1), exact_ranks=ranks,
+                 in_history=3 if method == "eisam" else 0)
+
+    build_report([tmp_path / "sweep"], tmp_path / "out")
+
+    rr = {m: np.where(r >= 1, 1 / np.maximum(r, 1), 0.0) for m, r in exact.items()}  # -1 (beyond the cap) is 0
+    accuracy = pd.read_csv(tmp_path / "out" / "accuracy.csv").set_index("method")
+    assert accuracy.loc["eisam", "overall/rr_mean"] == pytest.approx(rr["eisam"].mean())
+    comparisons = pd.read_csv(tmp_path / "out" / "comparisons.csv").set_index(["method", "vs", "users", "metric"])
+    assert comparisons.loc[("eisam", "sam", "overall", "rr"), "diff"] == pytest.approx((rr["eisam"] - rr["sam"]).mean())
+    assert comparisons.loc[("eisam", "base", "overall", "nll"), "p"] == pytest.approx(stats.ttest_rel(
+        *(pd.read_csv(tmp_path / "sweep" / m / "predictions.csv").nll for m in ("eisam", "base"))).pvalue)
+    assert {("base", "sam"), ("sam", "base"), ("eisam", "sam")} <= {k[:2] for k in comparisons.index}
+    p = comparisons.xs(("base", "overall", "ndcg@10"), level=["vs", "users", "metric"])
+    assert list(p.p_holm) == pytest.approx(list(holm(p.p)))  # sam and eisam: one family
+    shown = (tmp_path / "out" / "accuracy.md").read_text()
+    assert "| toy (3 test targets in history) | eisam |" in shown and "| toy | sam |" in shown
+    assert "overall MRR" in shown
 
 
 def test_longtail_table_averages_nll_tail_share_and_coverage_over_seeds(tmp_path):
@@ -91,11 +131,6 @@ def test_longtail_table_averages_nll_tail_share_and_coverage_over_seeds(tmp_path
     assert row["tail_share@10_std"] == pytest.approx(np.std([t["tail_share@10"] for t in tests], ddof=1))
     assert row["coverage@10_mean"] == pytest.approx(np.mean([t["coverage@10"] for t in tests]))
     assert "tail NLL" in (tmp_path / "out" / "report.md").read_text()
-
-
-def test_p_value_is_one_when_no_user_differs():
-    assert wilcoxon_p(np.zeros(5)) == 1.0
-    assert wilcoxon_p(np.array([0.0, 0.5, 0.3, 0.2, 0.4, 0.6, 0.1, 0.7, 0.8])) < 0.05  # zeros are dropped
 
 
 def test_unfinished_runs_are_named_and_the_newest_rerun_counts(tmp_path, capsys):
@@ -145,5 +180,5 @@ def test_efficiency_and_sensitivity_figures(tmp_path):
     efficiency = pd.read_csv(tmp_path / "sens_out" / "efficiency.csv")
     assert list(efficiency.forward_per_step) == [2.0] * 4 and list(efficiency.backward_per_step) == [3.0] * 4
     assert {"rho", "lam"} <= set(pd.read_csv(tmp_path / "sens_out" / "accuracy.csv").columns)
-    for name in ("sensitivity", "head_tail", "popularity_deciles"):
+    for name in ("sensitivity", "head_tail", "popularity_bins"):
         assert (tmp_path / "sens_out" / f"{name}.png").stat().st_size > 0

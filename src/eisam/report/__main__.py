@@ -1,0 +1,3 @@
+from eisam.report.cli import main
+
+main()
