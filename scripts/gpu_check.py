@@ -47,7 +47,8 @@ from eisam.models.backbone import train_tokenizer
 from eisam.pipeline import build, load_data
 
 ROOT = Path(CONFIG_PATH).parent
-# Qwen/Qwen2-0.5B's config.json (494 M parameters with tied embeddings); `tiny`: the same layout, small.
+# Qwen/Qwen2-0.5B's config.json (494 M parameters with tied embeddings); `tiny`: the same layout, small,
+# its vocabulary the tokenizer's (vocab_size 0: whatever the tokenizer has).
 SHAPES = {
     "qwen2_0_5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                        num_key_value_heads=2, vocab_size=151936, max_position_embeddings=131072),
@@ -96,7 +97,7 @@ def save_random_model(shape: str, titles: list[str], folder: Path) -> dict:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return {"shape": shape, "parameters": sum(p.numel() for p in model.parameters()),
-            "model_vocab": config.vocab_size, "tokenizer_vocab": len(tokenizer), **dims}
+            "tokenizer_vocab": len(tokenizer), **dims, "vocab_size": config.vocab_size}
 
 
 def paper_overrides(folder: Path, device: torch.device) -> list[str]:
@@ -234,7 +235,7 @@ def markdown(result: dict) -> str:
         "# GPU check (`scripts/gpu_check.py`)", "",
         f"Device: {host['device']}; CPU {host['cpu']}, {host['cores']} cores; torch {host['torch']}. "
         f"Model: random {model['shape']} ({model['parameters'] / 1e6:.1f} M parameters, vocabulary "
-        f"{model['model_vocab']}, tokenizer {model['tokenizer_vocab']} tokens trained on the ml100k titles).", "",
+        f"{model['vocab_size']}, tokenizer {model['tokenizer_vocab']} tokens trained on the ml100k titles).", "",
         f"## Training step ({steps['precision']}; batch {steps['batch_size']}, {steps['tokens']} tokens, "
         f"median of {steps['reps']})", "",
         f"MFU over {result['peak_tflops']:.3g} TFLOP/s ({result['peak_source']}).", "",
@@ -268,7 +269,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     folder = args.work / "model"
-    cfg = compose_config(args.work / "scratch", "scale=paper", "logger=none")
+    cfg = compose_config(args.work / "scratch", "scale=paper", "logger=none")  # the catalogue, for the tokenizer
     model_info = save_random_model(args.shape, list(load_data(cfg).items["title"]), folder)
     cfg = compose_config(args.work / "scratch", *paper_overrides(folder, device), "logger=none",
                          f"data.max_eval_users={args.users}")
