@@ -28,7 +28,10 @@ test: $(STAMP)
 # on 2 CPU cores. SCALE=paper: every experiment in full (one GPU). SCALE=smoke: a 1-minute check of
 # the wiring. EXPERIMENTS=..., SWEEP=... (overrides that shrink or change the sweeps) and
 # LAUNCHER=joblib (add SWEEP="hydra.launcher.n_jobs=2") override the presets. A failed job does not
-# stop its sweep: the report names it as missing, and make exits non-zero at the end.
+# stop its sweep: the report names it as missing, and make exits non-zero at the end. The sweep folder
+# is fixed per scale (outputs/<experiment>/multiruns/reproduce_<SCALE>), so a rerun resumes it: jobs
+# finished with the same config are skipped, unfinished ones resume from their last checkpoint.
+# SWEEP_ID=<name> starts a fresh sweep folder next to it.
 EXPERIMENTS_smoke := main
 SWEEP_smoke := data=synthetic seed=0 method=base,eisam
 EXPERIMENTS_cpu := main
@@ -38,7 +41,7 @@ SWEEP_paper :=
 EXPERIMENTS ?= $(EXPERIMENTS_$(SCALE))
 SWEEP ?= $(SWEEP_$(SCALE))
 LAUNCHER ?= basic
-SWEEP_ID := $(SCALE)_$(shell date +%Y-%m-%d_%H-%M-%S)
+SWEEP_ID ?= reproduce_$(SCALE)
 
 reproduce: $(STAMP)
 	@status=0; for e in $(EXPERIMENTS); do \

@@ -84,23 +84,29 @@ def test_hparams_search_tunes_eisam_on_validation_ndcg(smoke_cfg):
         validate_config(smoke_cfg("objective=valid/ndcg@10"))
 
 
+def job(root: Path, method: str) -> Path:
+    """A sweep job's folder, named after its overrides (conf/hydra/default.yaml)."""
+    (folder,) = [d for d in root.iterdir() if f"method={method}" in d.name.split(",")]
+    return folder
+
+
 def test_a_failed_job_does_not_stop_the_sweep(sweep):
     root, proc = sweep
     assert proc.returncode != 0 and "groups must be between" in proc.stderr  # reported once all jobs ran
-    assert "groups must be between" in (root / "0" / "error.txt").read_text()
-    assert not (root / "0" / "metrics.json").exists()
-    assert (root / "1" / "metrics.json").exists() and (root / "2" / "metrics.json").exists()
+    assert "groups must be between" in (job(root, "groupsam") / "error.txt").read_text()
+    assert not (job(root, "groupsam") / "metrics.json").exists()
+    assert (job(root, "base") / "metrics.json").exists() and (job(root, "eisam") / "metrics.json").exists()
 
 
 def test_each_job_ends_its_own_wandb_run_with_its_config_and_final_metrics(sweep):
     root, _ = sweep
-    for job, method in (("1", "base"), ("2", "eisam")):
-        (run_file,) = (root / job / "wandb").glob("offline-run-*/run-*.wandb")  # one run per job: never merged
+    for method in ("base", "eisam"):
+        (run_file,) = (job(root, method) / "wandb").glob("offline-run-*/run-*.wandb")  # one run per job: never merged
         records = list(wandb_records(run_file))
         config = {u.key: json.loads(u.value_json) for r in records if r.HasField("config") for u in r.config.update}
         summary = {u.key or "/".join(u.nested_key): json.loads(u.value_json)
                    for r in records if r.HasField("summary") for u in r.summary.update}
-        metrics = json.loads((root / job / "metrics.json").read_text())
+        metrics = json.loads((job(root, method) / "metrics.json").read_text())
         assert config["method"]["name"] == method and config["task_name"] == "train"
         assert any(key.startswith("train/loss") for key in summary)  # training curves
         for key in ("test/overall/ndcg@10", "test/tail/hr@10", "valid/overall/ndcg@10", "cost/seconds_per_step"):
@@ -116,8 +122,8 @@ def test_report_of_the_sweep_reproduces_metrics_and_names_the_failed_job(sweep, 
 
     table = pd.read_csv(tmp_path / "report" / "accuracy.csv").set_index("method")
     assert list(table.index) == ["base", "eisam"] and (table.seeds == 1).all()
-    for job, method in (("1", "base"), ("2", "eisam")):
-        test = json.loads((root / job / "metrics.json").read_text())["test"]
+    for method in ("base", "eisam"):
+        test = json.loads((job(root, method) / "metrics.json").read_text())["test"]
         for group in ("overall", "head", "tail"):
             for metric in ("hr@10", "ndcg@10"):
                 assert table.loc[method, f"{group}/{metric}_mean"] == pytest.approx(test[group][metric])
@@ -130,7 +136,7 @@ def test_report_of_the_sweep_reproduces_metrics_and_names_the_failed_job(sweep, 
     efficiency = pd.read_csv(tmp_path / "report" / "efficiency.csv").set_index("method")
     assert efficiency.loc["eisam", ["forward_per_step", "backward_per_step"]].tolist() == [2.0, 3.0]
     assert efficiency.peak_memory_mb.gt(0).all()
-    assert str(root / "0") in (tmp_path / "report" / "missing.md").read_text()
+    assert str(job(root, "groupsam")) in (tmp_path / "report" / "missing.md").read_text()
     for name in ("report.md", "accuracy.md", "comparisons.md", "efficiency.md", "head_tail.png", "popularity_bins.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
@@ -138,12 +144,12 @@ def test_report_of_the_sweep_reproduces_metrics_and_names_the_failed_job(sweep, 
 def test_report_names_a_job_whose_metrics_are_gone(sweep, tmp_path):
     root, _ = sweep
     copy = shutil.copytree(root, tmp_path / "sweep", ignore=shutil.ignore_patterns("wandb", "adapter", "checkpoints"))
-    (copy / "2" / "metrics.json").unlink()
+    (job(copy, "eisam") / "metrics.json").unlink()
 
     build_report([copy], tmp_path / "report", only="tables")
 
     missing = (tmp_path / "report" / "missing.md").read_text()
-    assert f"`{copy / '2'}` (eisam" in missing and "no metrics.json" in missing
+    assert f"`{job(copy, 'eisam')}` (eisam" in missing and "no metrics.json" in missing
     assert list(pd.read_csv(tmp_path / "report" / "accuracy.csv").method) == ["base"]
 
 

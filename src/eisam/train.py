@@ -19,18 +19,25 @@ set_project_root()
 def main(cfg: DictConfig) -> float | None:
     """One job; returns what a sweeper optimizes (``objective``: validation only, never test).
 
-    A failed job leaves its traceback in the run folder's error.txt (the report names the run as
-    missing), ends its wandb run as failed and re-raises. A single run exits non-zero. In a
+    A job whose run folder holds a finished run of the same resolved config is skipped (its
+    metrics are reused); one with an unfinished run of it resumes from the last checkpoint
+    (``eisam.resume``; ``resume=false`` runs it again regardless). A failed job leaves its
+    traceback in the run folder's error.txt (the report names the run as missing), ends its
+    wandb run as failed and re-raises. A single run exits non-zero. In a
     multirun, Hydra records the job as failed and the launchers (basic, joblib, submitit) still
     run the other jobs; the sweep then exits non-zero. The Optuna sweep goes on past failed trials
     (hparams_search sets max_failure_rate: 1.0).
     """
-    from eisam.pipeline import train
+    from eisam.resume import reuse_or_resume
 
     error_file = Path(cfg.paths.output_dir) / ERROR
     try:
         error_file.unlink(missing_ok=True)  # a run resumed in its folder starts clean
-        result = train(cfg)
+        result = reuse_or_resume(cfg)
+        if result is None:
+            from eisam.pipeline import train  # torch, transformers, lightning: only for a job that runs
+
+            result = train(cfg)
     except Exception:
         finish_wandb(exit_code=1)
         try:
