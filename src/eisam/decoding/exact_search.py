@@ -189,6 +189,7 @@ def _search_batch(model, prompts, tree: PrefixTree, tables, top_k: int, pad_toke
             link = torch.where(link >= 0, slot_parent.gather(1, link.clamp(min=0)), -1)
         visible = torch.cat([prompt_mask[:, None, :].expand(-1, m, -1), visible[..., 1:]], -1)[:, None]
         mask = torch.zeros(visible.shape, dtype=model.dtype, device=device).masked_fill_(~visible, blocked)
-        logits = model(input_ids=torch.where(sel_valid, token, pad_token_id), attention_mask=mask, position_ids=last_position + sel_depth, cache=cache,
+        logits = model(input_ids=torch.where(sel_valid, token, pad_token_id), attention_mask=mask,
+                       position_ids=last_position + sel_depth, cache=cache,
                        use_cache=True).logits.float()
     return result_items, result_scores, result_ranks, expanded
