@@ -8,6 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from eisam.decoding import PrefixTree, constrained_beam_search, generic_constrained_beam_search, sequence_logprobs
+from eisam.decoding.exact_search import NO_RANK, exact_top_k
 
 VOCAB, PAD, EOS = 96, 0, 2
 
@@ -164,3 +165,62 @@ def test_peft_model_matches_hf_and_keeps_training_mode(items, tree, prompts):
     assert model.training
     assert fast == generic_constrained_beam_search(model, prompts, tree, **kwargs)
     assert model.training
+
+
+# --- exact search: the model's exact top-K, checked against exhaustive scoring ---
+
+def exhaustive_ranking(model, prompt, items) -> tuple[list[int], torch.Tensor]:
+    """Every item, best first (ties by index), and the items' summed log-likelihoods."""
+    scores = sequence_logprobs(model, prompt, items)
+    return sorted(range(len(items)), key=lambda i: (-float(scores[i]), i)), scores
+
+
+def nested_catalogue() -> list[tuple[int, ...]]:
+    """Titles sharing prefixes, and titles that are prefixes of others (the prefix's EOS leaf sits beside
+    the longer titles' subtree), at several depths."""
+    base = [(5,), (5, 6), (5, 6, 7), (5, 6, 8), (5, 9), (10,), (10, 11, 12, 13), (10, 11), (14, 5, 6), (14,)]
+    extra = [(15, t) for t in range(20, 40)] + [(15,), (15, 20, 21), (15, 20, 21, 22)]
+    return [seq + (EOS,) for seq in base + extra]
+
+
+@pytest.mark.parametrize("top_k", [1, 5, 20])
+@pytest.mark.parametrize("catalogue_name", ["random", "nested"])
+def test_exact_search_equals_exhaustive_scoring(model, items, prompts, top_k, catalogue_name):
+    items = items if catalogue_name == "random" else nested_catalogue()
+    tree = PrefixTree(items)
+    references = [exhaustive_ranking(model, p, items) for p in prompts]
+    for per_round, batch_size in ((2, 2), (64, len(prompts))):  # from two expansions a round to all at once
+        found = exact_top_k(model, prompts, tree, top_k=top_k, pad_token_id=PAD, batch_size=batch_size,
+                            expansions_per_round=per_round)
+        assert found.target_ranks is None
+        for (order, exhaustive), ranking, scores in zip(references, found.items, found.scores):
+            assert ranking == order[:top_k]
+            assert scores == pytest.approx(exhaustive[ranking].tolist(), abs=1e-4)
+
+
+def test_exact_search_expands_fewer_prefixes_than_the_tree_has(model, items, tree, prompts):
+    """The bound prunes: the top-1 needs fewer expansions than the tree's inner nodes."""
+    inner = int((tree.degree > 0).sum())
+    found = exact_top_k(model, prompts, tree, top_k=1, pad_token_id=PAD, expansions_per_round=1)
+    assert all(1 <= e < inner for e in found.expanded)
+
+
+@pytest.mark.parametrize("rank_cap", [1, 7, 25])
+def test_exact_target_rank_is_the_exhaustive_rank_up_to_the_cap(model, items, tree, prompts, rank_cap):
+    orders = [exhaustive_ranking(model, p, items)[0] for p in prompts]
+    # Targets spread over the whole ranking: first, inside the cap, just past it, last.
+    places = [0, rank_cap - 1, rank_cap, len(items) - 1, rank_cap // 2, min(rank_cap + 5, len(items) - 1)]
+    targets = [order[place] for order, place in zip(orders, places)]
+    found = exact_top_k(model, prompts, tree, top_k=5, pad_token_id=PAD, targets=targets, rank_cap=rank_cap,
+                        expansions_per_round=3)
+    for order, target, rank, ranking in zip(orders, targets, found.target_ranks, found.items):
+        true_rank = order.index(target) + 1
+        assert rank == (true_rank if true_rank <= rank_cap else NO_RANK)
+        assert ranking == order[:5]  # following the target further does not change the list
+
+
+def test_exact_search_rejects_bad_arguments(model, tree, prompts):
+    with pytest.raises(ValueError, match=r"top_k \(41\) must be in \[1, catalogue size \(40\)\]"):
+        exact_top_k(model, prompts, tree, top_k=41, pad_token_id=PAD)
+    with pytest.raises(ValueError, match="rank_cap >= 1"):
+        exact_top_k(model, prompts, tree, top_k=5, pad_token_id=PAD, targets=[0] * len(prompts))

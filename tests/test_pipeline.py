@@ -35,6 +35,24 @@ def test_smoke_run_writes_the_run_files(smoke_cfg, tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
 
 
+def test_debug_run_with_exact_search_writes_exact_ranks(tmp_path):
+    """decoding.search=exact end to end through the real entry: exact ranks in predictions, MRR in metrics."""
+    from eisam.entry import compose_config
+
+    train(compose_config(tmp_path, "debug=fast", "logger=csv", "decoding.search=exact", "decoding.rank_cap=30",
+                         "data.max_eval_users=4"))
+    test = json.loads((tmp_path / "metrics.json").read_text())["test"]
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert test["rank_cap"] == 30 and len(predictions) == 4
+    exact = predictions["exact_rank"]
+    assert ((exact == -1) | exact.between(1, 30)).all()
+    assert (predictions["rank"] == exact.where(exact.between(1, 20), -1)).all()  # the list is the exact top-20
+    reciprocal = exact.map(lambda r: 1 / r if r > 0 else 0.0)
+    assert test["overall"]["mrr@30"] == pytest.approx(reciprocal.mean())
+    tail = predictions["target_group"] == "tail"
+    assert test["tail"]["mrr@30"] == (pytest.approx(reciprocal[tail].mean()) if tail.any() else None)
+
+
 def test_mostpop_recommends_the_most_frequent_training_targets(smoke_cfg, tmp_path):
     from hydra.utils import instantiate
 

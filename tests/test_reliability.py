@@ -13,7 +13,7 @@ import pytest
 from omegaconf import open_dict
 
 import eisam.data
-import eisam.evaluation
+import eisam.decoding.evaluate_split
 import eisam.models
 import eisam.pipeline
 from eisam.data import DataError
@@ -58,12 +58,17 @@ def no_run_files(folder) -> bool:
     (["method=eisam", "method.rho=0"], ValueError,
      r"method=eisam \(keys method\.\*\): rho must be > 0 for a sharpness-aware method, got 0", []),
     (["decoding.num_beams=5"], ValueError, r"decoding\.num_beams \(5\) must be >= max K \(20\) of decoding\.ks", []),
+    (["decoding.search=exact", "decoding.length_penalty=1.0"], ValueError,
+     r"decoding\.search=exact needs decoding\.length_penalty=0 \(got 1\.0\)", []),
+    (["decoding.search=exact", "decoding.rank_cap=0"], ValueError,
+     r"decoding\.rank_cap must be an integer >= 1 for decoding\.search=exact, got 0", []),
+    (["decoding.search=greedy"], ValueError, r"decoding\.search must be one of beam, exact, got 'greedy'", []),
     (["data.head_ratio=1.0"], DataError, r"data\.head_ratio=1\.0: expected a number in \(0, 1\)", ["data"]),
     (["model=smollm2_135m", "model.backbone.gguf_path=/nope.gguf", "paths.model_cache_dir={tmp}/empty_cache"],
      FileNotFoundError, r"model\.backbone\.gguf_path: GGUF file not found: /nope\.gguf", []),
     (["model=qwen2_0_5b", "model.backbone.name_or_path=/no/such/dir"], FileNotFoundError,
      r"model\.backbone\.name_or_path: no model folder \(config\.json\) at /no/such/dir", []),
-], ids=["rho=0", "num_beams<K", "head_ratio=1", "missing_gguf", "missing_model_dir"])
+], ids=["rho=0", "num_beams<K", "exact_length_penalty", "exact_rank_cap=0", "unknown_search", "head_ratio=1", "missing_gguf", "missing_model_dir"])
 def test_bad_config_fails_before_data_or_model(smoke_cfg, tmp_path, stages, overrides, error, message, reached):
     with pytest.raises(error, match=message):
         train(smoke_cfg(*(o.format(tmp=tmp_path) for o in overrides)))
@@ -136,7 +141,7 @@ def test_run_killed_during_test_decoding_leaves_no_results(smoke_cfg, tmp_path, 
         called.append(True)
         raise RuntimeError("killed during test decoding")
 
-    monkeypatch.setattr(eisam.evaluation, "constrained_beam_search", dies)
+    monkeypatch.setattr(eisam.decoding.evaluate_split, "constrained_beam_search", dies)
     with pytest.raises(RuntimeError, match="killed during test decoding"):
         train(smoke_cfg(*FAST))
     assert called and (tmp_path / "adapter").is_dir()  # it died after fitting, in the test phase

@@ -1,4 +1,4 @@
-"""Re-evaluate a finished run: ``python -m eisam.evaluate run_dir=... [+overrides.decoding.num_beams=20]``."""
+"""Re-evaluate a finished run: ``python -m eisam.evaluate run_dir=... [+overrides.decoding.search=exact]``."""
 
 from __future__ import annotations
 

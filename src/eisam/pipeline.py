@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from eisam.analysis.study import ensure_prior, longtail_results
-from eisam.evaluation import check_decoding, evaluate_split
+from eisam.decoding.evaluate_split import check_decoding, evaluate_split
 from eisam.lightning.datamodule import RecDataModule
 from eisam.memory import track_peak_memory
 from eisam.metric_keys import FINAL_SECTIONS, flatten
@@ -36,7 +36,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_writable(Path(cfg.paths.output_dir))
     check_backbone(cfg.model.backbone)
     check_fast_path(cfg)
-    check_decoding(cfg.decoding.num_beams, cfg.decoding.ks)
+    check_decoding(cfg.decoding)
     for key in ("batch_size", "eval_batch_size", "micro_batches"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
@@ -131,10 +131,7 @@ def run_record(cfg: DictConfig) -> dict:
 
 def decode(cfg: DictConfig, model, datamodule: RecDataModule, samples) -> tuple[dict, pd.DataFrame]:
     """Constrained decoding of ``samples`` with the run's decoding settings: (metrics, per-user predictions)."""
-    return evaluate_split(
-        model, datamodule, samples, num_beams=cfg.decoding.num_beams, ks=list(cfg.decoding.ks),
-        batch_size=cfg.decoding.batch_size, length_penalty=cfg.decoding.length_penalty,
-    )
+    return evaluate_split(model, datamodule, samples, cfg.decoding)
 
 
 def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:

@@ -38,15 +38,22 @@ def hit_ndcg(ranks, ks: Sequence[int] = KS) -> dict:
     return out
 
 
+def case_reciprocal_rank(ranks) -> np.ndarray:
+    """Per-case 1/rank, 0 for a rank beyond the cap (-1): the terms of MRR@cap."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    return np.where(ranks >= 1, 1.0 / np.maximum(ranks, 1), 0.0)
+
+
 def _mean(x) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
 def evaluate_rankings(recommended: Sequence[Sequence[int]], targets: Sequence[int], nll, stats: ItemStats,
-                      ks: Sequence[int] = KS) -> dict:
+                      ks: Sequence[int] = KS, exact_ranks=None, rank_cap: int | None = None) -> dict:
     """Overall/head/tail HR, NDCG and mean NLL, plus the tail share of recommended items and catalogue
     coverage at every K in `ks` that the lists reach (K=10 -> 'tail_share@10', 'coverage@10');
-    lists shorter than min(ks) use their own length."""
+    lists shorter than min(ks) use their own length. With `exact_ranks` (each target's rank in the
+    model's full ranking, -1 beyond `rank_cap`), also 'mrr@<rank_cap>' per group and 'rank_cap'."""
     ranks = target_ranks(recommended, targets)
     head = stats.head_mask
     groups = {"overall": np.ones(len(ranks), bool)}
@@ -54,6 +61,11 @@ def evaluate_rankings(recommended: Sequence[Sequence[int]], targets: Sequence[in
     groups["tail"] = ~groups["head"]
     nll = None if nll is None else np.asarray(nll, dtype=float)
     out = {g: {**hit_ndcg(ranks[m], ks), "nll": None if nll is None else _mean(nll[m])} for g, m in groups.items()}
+    if exact_ranks is not None:
+        reciprocal = case_reciprocal_rank(exact_ranks)
+        for g, m in groups.items():
+            out[g][f"mrr@{rank_cap}"] = _mean(reciprocal[m])
+        out["rank_cap"] = rank_cap
     out["n_users"] = {g: int(m.sum()) for g, m in groups.items()}
     longest = max((len(r) for r in recommended), default=0)
     for k in [k for k in ks if k <= longest] or [longest]:
@@ -64,11 +76,13 @@ def evaluate_rankings(recommended: Sequence[Sequence[int]], targets: Sequence[in
 
 
 def per_user_frame(users: Sequence[str], recommended: Sequence[Sequence[int]], targets: Sequence[int],
-                   stats: ItemStats, nll=None) -> pd.DataFrame:
-    """One row per evaluated case (predictions.csv): what paired significance tests need."""
+                   stats: ItemStats, nll=None, exact_ranks=None) -> pd.DataFrame:
+    """One row per evaluated case (predictions.csv): what paired significance tests need. With
+    `exact_ranks` (exact search), column `exact_rank`: the target's rank in the model's full ranking
+    (1-based, -1 beyond the run's rank_cap)."""
     table = stats.table
     targets = np.asarray(targets, dtype=np.int64)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "user": list(users),
         "target": targets,
         "target_id": table["item_id"].to_numpy()[targets],
@@ -77,3 +91,6 @@ def per_user_frame(users: Sequence[str], recommended: Sequence[Sequence[int]], t
         "nll": np.full(len(targets), np.nan) if nll is None else np.asarray(nll, dtype=float),
         "recommended": [" ".join(map(str, r)) for r in recommended],
     })
+    if exact_ranks is not None:
+        frame.insert(frame.columns.get_loc("rank") + 1, "exact_rank", np.asarray(exact_ranks, dtype=np.int64))
+    return frame
