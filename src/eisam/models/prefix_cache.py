@@ -30,9 +30,13 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the file layout changes
 
 
+def causal_lm_of(model):
+    """The transformers causal LM, under its peft wrapper if there is one."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _decoder(model):
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return causal_lm.get_decoder()
+    return causal_lm_of(model).get_decoder()
 
 
 def check_sliceable(model) -> None:

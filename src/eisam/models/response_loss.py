@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eisam.models.prefix_cache import decoder_slice
+from eisam.models.prefix_cache import causal_lm_of, decoder_slice
 
 IGNORE = -100
 
@@ -19,7 +19,7 @@ def response_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
     ``(layer, hidden)``: the hidden states entering decoder layer ``layer`` (from the prefix
     cache), so that only the layers from ``layer`` up run.
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm = causal_lm_of(model)
     if prefix is None:
         hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                          use_cache=False).last_hidden_state
