@@ -30,7 +30,9 @@ def reproduce_command(scale: str) -> tuple[str, list[str]]:
                             capture_output=True, text=True).stdout
     (experiment,) = re.findall(r"for e in (\S+); do", script)
     folder = re.search(r"dir=(\S+);", script).group(1).replace("$e", experiment)
+    (stage,) = re.search(r'read -ra stages <<< "(.*?)";', script).group(1).split("|")  # smoke: one stage
     command = re.search(r"-m eisam\.train (.*?) \|\|", script).group(1).replace("$e", experiment)
+    command = command.replace("$stage", stage)
     return folder, [arg for arg in shlex.split(command) if not arg.startswith("hydra.sweep.dir=")]
 
 

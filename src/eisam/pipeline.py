@@ -84,11 +84,12 @@ def autocast_dtype(precision) -> torch.dtype | None:
 
 
 def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> int | None:
-    """``model.prefix_cache``: the frozen layers' output for every training and validation sample,
-    read from (or built into) ``paths.prefix_cache_dir``; returns the layer training starts from."""
+    """``model.prefix_cache``: the frozen layers' output for every training, validation and test sample
+    (the test samples' for the test NLL), read from (or built into) ``paths.prefix_cache_dir``; returns
+    the layer training starts from."""
     if not cfg.model.get("prefix_cache"):
         return None
-    samples = [*datamodule.data.train, *datamodule.data.valid]
+    samples = [*datamodule.data.train, *datamodule.data.valid, *datamodule.data.test]
     datamodule.prefix_cache = load_or_build(
         model, [datamodule.token_sequence(s) for s in samples], cache_dir=cfg.paths.prefix_cache_dir,
         dtype=torch_dtype(cfg.model.prefix_cache_dtype, "model.prefix_cache_dtype"),

@@ -41,10 +41,15 @@ def check_decoding(decoding: Mapping) -> None:
 
 
 def teacher_forced_nll(model, datamodule: RecDataModule, samples: Sequence[Sample]) -> torch.Tensor:
-    """Per-sample mean token NLL of the target's response text: low-variance companion of HR."""
+    """Per-sample mean token NLL of the target's response text: low-variance companion of HR.
+
+    Batches whose samples are in the datamodule's prefix cache run only the adapted top layers (the
+    frozen layers below give the same states for every run, so the cached ones are exact)."""
+    cache = datamodule.prefix_cache
     with inference(model):
         return torch.cat([
-            response_nll(model, b["input_ids"], b["attention_mask"], b["labels"]).float()
+            response_nll(model, b["input_ids"], b["attention_mask"], b["labels"],
+                         prefix=(cache.layer, b["prefix_hidden"]) if "prefix_hidden" in b else None).float()
             for b in datamodule.eval_dataloader(samples)
         ])
 
