@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce tables figures bench bench-optim bench-decode dashboard clean
+.PHONY: install test reproduce select tables figures bench bench-optim bench-decode dashboard clean
 
 install: $(STAMP)
 
@@ -41,10 +41,12 @@ SWEEP_smoke := data=synthetic seed=0 method=base,eisam
 EXPERIMENTS_cpu := main
 SWEEP_cpu := data=ml100k seed=0 method=mostpop,base,sam,eisam | data=ml100k seed=1,2 method=base,sam,eisam \
   | data=ml100k seed=0 method=eisam_fast,imbsam,reweight_ips,reweight_cb
+QUADRANTS_cpu := yes     # scale=cpu turns the prior instrument on: the prior/data quadrant tables, with CIs over users
 EXPERIMENTS_paper := main ablation sensitivity efficiency
 SWEEP_paper :=
 EXPERIMENTS ?= $(EXPERIMENTS_$(SCALE))
 SWEEP ?= $(SWEEP_$(SCALE))
+QUADRANTS ?= $(QUADRANTS_$(SCALE))
 LAUNCHER ?= basic
 SWEEP_ID ?= reproduce_$(SCALE)
 
@@ -56,7 +58,18 @@ reproduce: $(STAMP)
 	    $(PY) -m eisam.train -m experiment=$$e scale=$(SCALE) hydra/launcher=$(LAUNCHER) $$stage hydra.sweep.dir=$$dir || status=1; \
 	  done; \
 	  $(PY) -m eisam.report $$dir --out outputs/report/$$e || status=1; \
+	  $(if $(QUADRANTS),$(PY) -m eisam.report.longtail $$dir --out outputs/report/$$e/quadrants || status=1;) \
 	done; exit $$status
+
+# `make select [SCALE=cpu] [SELECT=overrides]`: experiment=selection (rho for sam and eisam on validation
+# NLL, the test split untouched) into outputs/selection/multiruns/select_<SCALE>, then its report with
+# the selection table in outputs/report/selection. SELECT replaces the sweep, e.g. the lam stage:
+# SELECT="method=eisam method.rho=0.2 method.lam=0.25,0.5,2.0".
+SELECT ?=
+select: $(STAMP)
+	@dir=outputs/selection/multiruns/select_$(SCALE); status=0; \
+	$(PY) -m eisam.train -m experiment=selection scale=$(SCALE) $(SELECT) hydra.sweep.dir=$$dir || status=1; \
+	$(PY) -m eisam.report $$dir --out outputs/report/selection || status=1; exit $$status
 
 # The tables (or the figures) of each experiment from all its sweeps under outputs/; where a setting
 # and seed ran more than once, the newest finished run counts.

@@ -15,17 +15,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from eisam.analysis.study import ensure_prior, longtail_results
-from eisam.decoding.evaluate_split import check_decoding, evaluate_split
+from eisam.decoding.evaluate_split import check_decoding, evaluate_split, teacher_forced_nll
 from eisam.lightning.datamodule import RecDataModule
 from eisam.memory import track_peak_memory
 from eisam.metric_keys import FINAL_SECTIONS, flatten
-from eisam.metrics import evaluate_rankings, per_user_frame
+from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype, backbone_layers, check_backbone
 from eisam.models.lora import check_top_layers
 from eisam.models.prefix_cache import load_or_build
 from eisam.prompts import PromptTemplate
-from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, check_writable, write_csv, write_json
+from eisam.run_files import (ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, check_writable,
+                             write_csv, write_json)
 
 log = logging.getLogger(__name__)
 MOST_POPULAR = "mostpop"  # method.kind of the no-model floor (conf/method/mostpop.yaml)
@@ -37,6 +38,8 @@ def validate_config(cfg: DictConfig) -> None:
     check_backbone(cfg.model.backbone)
     check_fast_path(cfg)
     check_decoding(cfg.decoding)
+    if not isinstance(cfg.test, bool):
+        raise ValueError(f"test must be true or false, got {cfg.test!r}")
     for key in ("batch_size", "eval_batch_size", "micro_batches"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
@@ -48,6 +51,8 @@ def validate_config(cfg: DictConfig) -> None:
     if objective.startswith("valid/") and not cfg.get("valid_decode"):
         raise ValueError(f"objective={objective} needs valid_decode=true")
     if cfg.method.get("kind") == MOST_POPULAR:
+        if not cfg.test:
+            raise ValueError("test=false scores the validation users' target NLL with the model; method=mostpop has none")
         if cfg.analysis.prior.enabled:
             raise ValueError("analysis.prior.enabled=true scores items with the model; method=mostpop has none")
         return
@@ -147,6 +152,23 @@ def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: P
     return result
 
 
+def validate_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:
+    """``test=false`` (hyperparameter selection): each validation user's target NLL in valid_nll.csv,
+    its means overall, head and tail in metrics.json ``valid``, and last metrics.json; the test split
+    is never read."""
+    samples = datamodule.data.valid
+    nll = teacher_forced_nll(model, datamodule, samples).numpy()
+    stats = datamodule.data.stats
+    targets = [s.target for s in samples]
+    write_csv(out_dir / VALID_NLL, pd.DataFrame({
+        "user": [s.user for s in samples], "target": targets,
+        "target_group": stats.table["group"].to_numpy()[targets], "nll": nll}))
+    result = {"run": run_record(cfg), "data": datamodule.data.info,
+              "valid": extra.pop("valid", None) or nll_by_group(nll, targets, stats), **extra}
+    write_json(out_dir / METRICS, result)
+    return result
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, reload the best (validation NLL) or last adapters, test, and write the run's files."""
     import lightning as L
@@ -207,7 +229,8 @@ def train(cfg: DictConfig) -> dict:
     extra = {"cost": cost, "selection": selection}
     if cfg.get("valid_decode"):  # validation NDCG for hyperparameter search; test stays untouched
         extra["valid"], _ = decode(cfg, model, datamodule, datamodule.data.valid)
-    result = test_and_write(cfg, model, datamodule, out_dir, extra)
+    write = test_and_write if cfg.test else validate_and_write
+    result = write(cfg, model, datamodule, out_dir, extra)
     log_final_metrics(loggers, result)
     return result
 

@@ -80,7 +80,7 @@ def finished_metrics(path: Path) -> dict | None:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return metrics if isinstance(metrics, dict) and "test" in metrics else None
+    return metrics if isinstance(metrics, dict) and ("test" in metrics or "valid" in metrics) else None
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

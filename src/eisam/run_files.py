@@ -11,6 +11,7 @@ import pandas as pd
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
+VALID_NLL = "valid_nll.csv"  # test=false (hyperparameter selection): each validation user's target NLL
 ITEM_STATS = "item_stats.csv"
 ADAPTER = "adapter"
 RESOLVED_CONFIG = "config.yaml"  # every interpolation resolved, env vars included

@@ -48,6 +48,20 @@ def _mean(x) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+def target_groups(targets: Sequence[int], stats: ItemStats) -> dict[str, np.ndarray]:
+    """Boolean masks over the cases: overall (all), head and tail by the target's group."""
+    head = stats.head_mask[np.asarray(targets, dtype=np.int64)] if len(targets) else np.zeros(0, bool)
+    return {"overall": np.ones(len(head), bool), "head": head, "tail": ~head}
+
+
+def nll_by_group(nll, targets: Sequence[int], stats: ItemStats) -> dict:
+    """Mean target NLL overall, on head and on tail targets, and the users behind each: the
+    validation block of a run that skips the test split (``test=false``)."""
+    nll, groups = np.asarray(nll, dtype=float), target_groups(targets, stats)
+    return {**{g: {"nll": _mean(nll[m])} for g, m in groups.items()},
+            "n_users": {g: int(m.sum()) for g, m in groups.items()}}
+
+
 def evaluate_rankings(recommended: Sequence[Sequence[int]], targets: Sequence[int], nll, stats: ItemStats,
                       ks: Sequence[int] = KS, exact_ranks=None, rank_cap: int | None = None) -> dict:
     """Overall/head/tail HR, NDCG and mean NLL, plus the tail share of recommended items and catalogue
@@ -56,9 +70,7 @@ def evaluate_rankings(recommended: Sequence[Sequence[int]], targets: Sequence[in
     model's full ranking, -1 beyond `rank_cap`), also 'mrr@<rank_cap>' per group and 'rank_cap'."""
     ranks = target_ranks(recommended, targets)
     head = stats.head_mask
-    groups = {"overall": np.ones(len(ranks), bool)}
-    groups["head"] = head[np.asarray(targets, dtype=np.int64)] if len(ranks) else np.zeros(0, bool)
-    groups["tail"] = ~groups["head"]
+    groups = target_groups(targets, stats)
     nll = None if nll is None else np.asarray(nll, dtype=float)
     out = {g: {**hit_ndcg(ranks[m], ks), "nll": None if nll is None else _mean(nll[m])} for g, m in groups.items()}
     if exact_ranks is not None:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from eisam.report.figures import draw_figures
 from eisam.report.runs import K, LONGTAIL, load_runs, per_user, setting_columns, with_reciprocal_rank
+from eisam.report.selection import SELECTION_NOTES, selection_table, show_selection
 from eisam.report.tables import (CELLS, COMPARISON_NOTES, LONGTAIL_NOTES, NOTES, accuracy_table, comparison_table,
                                  detectable_note, efficiency_table, longtail_table, markdown, missing_section,
                                  show_accuracy, show_comparisons, show_efficiency, show_over_seeds)
@@ -23,8 +24,12 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
     (out / "missing.md").write_text(missing_section(runs))
-    done = runs[runs.status == "ok"].reset_index(drop=True)
+    done = runs[runs.status == "ok"]
+    selection = write_selection(done[done.split == "valid"], out) if only != "figures" else ""
+    done = done[done.split == "test"].reset_index(drop=True)
     if done.empty:
+        if selection:
+            (out / "report.md").write_text(f"# Report: selection\n\n{missing_section(runs)}\n{selection}")
         return runs, out
     columns = setting_columns(done)
     users = per_user(done)
@@ -56,8 +61,21 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
         f"## Long-tail indicators (NLL, tail share, coverage)\n\n{CELLS} {LONGTAIL_NOTES}\n\n{shown['longtail']}",
         f"## Cost per training step\n\n{shown['efficiency']}",
         f"## Figures\n\n{figures}\n",
+        selection,
     ]))
     return runs, out
+
+
+def write_selection(runs: pd.DataFrame, out: Path) -> str:
+    """selection.{csv,md} of the test=false runs among ``runs``; returns the report's section ('' for none)."""
+    if runs.empty:
+        return ""
+    columns = setting_columns(runs)
+    table = selection_table(runs, columns)
+    table.to_csv(out / "selection.csv", index=False)
+    shown = markdown(show_selection(table, columns))
+    (out / "selection.md").write_text(shown)
+    return f"## Hyperparameter selection (validation NLL)\n\n{SELECTION_NOTES}\n\n{shown}"
 
 
 def main(argv=None) -> None:

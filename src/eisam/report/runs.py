@@ -80,6 +80,7 @@ def read_run(folder: Path) -> dict | None:
     flat = pd.json_normalize({key: metrics[key] for key in ("test", "valid", "cost") if metrics.get(key)}, sep="/")
     in_history = (metrics.get("data") or {}).get(IN_HISTORY.split("/")[1])
     return {**row, "status": "ok", "reason": "", "time": metrics_file.stat().st_mtime, IN_HISTORY: in_history,
+            "split": "test" if "test" in metrics else "valid",  # valid: a test=false (selection) run
             **flat.iloc[0].to_dict()}
 
 
@@ -94,7 +95,7 @@ def load_runs(paths) -> pd.DataFrame:
             runs[column] = np.nan
     # Of runs with one setting and seed, keep the newest finished one (a failed retry never hides it).
     order = runs.assign(finished=runs.status == "ok").sort_values(["finished", "time"]).index
-    key = runs.loc[order, SETTING + ["seed"]].map(str)  # str(None) == "None": unset values match too
+    key = runs.loc[order, SETTING + ["seed", "split"]].map(str)  # str(None) == "None": unset values match too
     runs.loc[key.index[key.duplicated(keep="last")], "status"] = "superseded"
     return runs
 

@@ -116,7 +116,7 @@ def _mean_std(mean, std) -> str:
     return _number(mean) + ("" if pd.isna(std) else f" ± {std:.4f}")
 
 
-def _interval(mean, lo, hi) -> str:
+def interval(mean, lo, hi) -> str:
     return _number(mean) + ("" if pd.isna(lo) else f" [{lo:.4f}, {hi:.4f}]")
 
 
@@ -137,7 +137,7 @@ def show_over_seeds(table: pd.DataFrame, columns: list[str], metrics: list[str])
     missing = pd.Series(np.nan, index=table.index)
     for metric in metrics:
         lo, hi = table.get(f"{metric}_lo", missing), table.get(f"{metric}_hi", missing)
-        shown[label(metric)] = [_interval(m, low, high) if pd.notna(low) else _mean_std(m, s) for m, s, low, high
+        shown[label(metric)] = [interval(m, low, high) if pd.notna(low) else _mean_std(m, s) for m, s, low, high
                                 in zip(table[f"{metric}_mean"], table[f"{metric}_std"], lo, hi)]
     return shown
 
@@ -154,7 +154,7 @@ def show_accuracy(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def show_comparisons(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per setting, reference and users; per score: difference [interval], p (Holm's p)."""
     keys = columns + ["vs", "users"]
-    wide = table.assign(cell=[_interval(d, lo, hi) for d, lo, hi in zip(table["diff"], table.lo, table.hi)],
+    wide = table.assign(cell=[interval(d, lo, hi) for d, lo, hi in zip(table["diff"], table.lo, table.hi)],
                         test=[f"{_number(p, '{:.3g}')} ({_number(q, '{:.3g}')})" if pd.notna(p) else ""
                               for p, q in zip(table.p, table.p_holm)])
     shown = wide.drop_duplicates(keys)[keys + ["n_users", "seeds"]].reset_index(drop=True)

@@ -1,0 +1,90 @@
+"""The hyperparameter selection table (``experiment=selection``): validation target NLL per setting.
+
+Runs of ``test=false`` leave valid_nll.csv (each validation user's target NLL) instead of test
+predictions. Per method, the setting with the lowest mean validation NLL is chosen; every other
+setting gets its paired difference to the chosen one (users matched by id, averaged over seeds), so
+a reader sees whether the choice is clear or a coin toss. Test data never enters this table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from eisam.report.runs import GROUPS, of_group
+from eisam.report.stats import bootstrap_ci, paired_t
+from eisam.report.tables import interval
+from eisam.run_files import VALID_NLL
+
+
+def valid_users(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per validation user of each run: run, user, group (the target's head/tail) and nll."""
+    frames = []
+    for run in runs.run:
+        scores = pd.read_csv(Path(run) / VALID_NLL, dtype={"user": str})
+        missing = {"user", "target_group", "nll"} - set(scores.columns)
+        if missing:
+            raise KeyError(f"{Path(run) / VALID_NLL}: no column(s) {sorted(missing)} (expected user, target_group, nll)")
+        frames.append(scores.assign(run=run).rename(columns={"target_group": "group"}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _matrix(users: pd.DataFrame, runs) -> pd.DataFrame:
+    """users x seeds of the runs' validation NLL (a setting's seeds are its columns)."""
+    chosen = users[users.run.isin(list(runs.run))].merge(runs[["run", "seed"]], on="run")
+    return chosen.pivot(index="user", columns="seed", values="nll")
+
+
+def selection_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per setting and user group (overall, head, tail): seeds, mean validation NLL with its
+    95 % bootstrap interval, ``chosen`` (the method's lowest overall mean) and the paired difference
+    to the chosen setting (diff, t interval lo/hi, p; empty for the chosen one)."""
+    users = valid_users(runs)
+    settings = dict(list(runs.groupby(columns, dropna=False, sort=False)))
+    means = {setting: _matrix(users, group).mean().mean() for setting, group in settings.items()}
+    method_at = columns.index("method")
+    best = {}
+    for setting, mean in means.items():
+        method = setting[method_at]
+        if method not in best or mean < means[best[method]]:
+            best[method] = setting
+    rows = []
+    for setting, group in settings.items():
+        chosen = best[setting[method_at]]
+        for who in GROUPS:
+            own = _matrix(of_group(users, who), group)
+            row = {**dict(zip(columns, setting)), "users": who, "seeds": len(group), "n_users": len(own),
+                   "valid_nll": own.mean().mean(), "chosen": setting == chosen}
+            row["lo"], row["hi"] = bootstrap_ci(own.to_numpy(dtype=float))
+            if setting != chosen:
+                diff = own.sub(_matrix(of_group(users, who), settings[chosen]))
+                test = paired_t(diff.to_numpy(dtype=float))
+                row.update(diff_vs_chosen=test["diff"], diff_lo=test["lo"], diff_hi=test["hi"], p=test["p"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def show_selection(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per setting: validation NLL [interval] and Δ to the chosen setting [interval], p, per group."""
+    shown = table.drop_duplicates(columns)[columns + ["seeds", "n_users"]].reset_index(drop=True)
+    shown["chosen"] = table.drop_duplicates(columns).chosen.map({True: "**chosen**", False: ""}).to_numpy()
+    for who in GROUPS:
+        one = table[table.users == who].reset_index(drop=True)
+        shown[f"{who} val NLL"] = [interval(m, lo, hi) for m, lo, hi in zip(one.valid_nll, one.lo, one.hi)]
+        shown[f"{who} Δ vs chosen (p)"] = [
+            f"{interval(d, lo, hi)} ({p:.3g})" if pd.notna(d) else ""
+            for d, lo, hi, p in zip(one.get("diff_vs_chosen", nan(one)), one.get("diff_lo", nan(one)),
+                                    one.get("diff_hi", nan(one)), one.get("p", nan(one)))]
+    return shown.rename(columns={"n_users": "users"})
+
+
+def nan(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series(float("nan"), index=frame.index)
+
+
+SELECTION_NOTES = ("Validation users only (test=false: the test split is not read). Each cell: mean target NLL "
+                   "(teacher forced; lower is better) [95 % percentile bootstrap interval over users]. Per method the "
+                   "setting with the lowest overall mean is chosen; Δ: a setting minus the chosen one, per user "
+                   "(averaged over seeds) [95 % t interval] and the two-sided paired t-test's p. The main sweep uses "
+                   "the chosen values.")

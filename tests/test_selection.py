@@ -1,0 +1,72 @@
+"""Hyperparameter selection on validation (experiment=selection, test=false): the run never reads the
+test split, its validation NLL is the selected checkpoint's, and the selection table picks the lowest
+mean with paired differences computed as by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from eisam.pipeline import train, validate_config
+from eisam.report import build_report
+from eisam.report.selection import selection_table
+from eisam.run_files import VALID_NLL
+
+
+def test_selection_run_scores_validation_users_and_never_decodes_test(tmp_path, one_thread, monkeypatch):
+    import eisam.pipeline
+    from eisam.entry import compose_config
+
+    monkeypatch.setattr(eisam.pipeline, "evaluate_split", lambda *a, **k: pytest.fail("a split was decoded"))
+    out = tmp_path / "run"
+    cfg = compose_config(out, "debug=fast", "test=false", "method=sam", "method.rho=0.2")
+    validate_config(cfg)
+    train(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test" not in metrics and not (out / "predictions.csv").exists()
+    scores = pd.read_csv(out / VALID_NLL, dtype={"user": str})
+    assert len(scores) == metrics["valid"]["n_users"]["overall"] == metrics["data"]["n_samples"]["valid"]
+    # the reloaded best checkpoint scores exactly what validation measured when it was selected
+    assert metrics["valid"]["overall"]["nll"] == pytest.approx(metrics["selection"]["best_val_nll"], rel=1e-5)
+    assert metrics["valid"]["tail"]["nll"] == pytest.approx(scores.nll[scores.target_group == "tail"].mean())
+
+    runs, report = build_report([out], tmp_path / "report")
+    table = pd.read_csv(report / "selection.csv")
+    assert list(table.users) == ["overall", "head", "tail"] and table.chosen.all()
+    assert table.valid_nll[0] == pytest.approx(metrics["valid"]["overall"]["nll"])
+    assert "Hyperparameter selection" in (report / "report.md").read_text()
+
+
+def test_mostpop_cannot_be_selected_on_validation_nll(smoke_cfg):
+    with pytest.raises(ValueError, match="test=false"):
+        validate_config(smoke_cfg("method=mostpop", "test=false"))
+
+
+def test_selection_table_chooses_the_lowest_mean_and_pairs_users(tmp_path):
+    rng = np.random.default_rng(0)
+    users = [f"u{i}" for i in range(30)]
+    groups = np.where(np.arange(30) < 10, "head", "tail")
+    nll = {0.05: rng.normal(2.0, 0.3, 30)}
+    nll[0.2] = nll[0.05] - 0.1 + rng.normal(0, 0.05, 30)  # clearly lower: chosen
+    nll[0.5] = nll[0.05] + rng.normal(0, 0.05, 30)
+    rows = []
+    for rho, scores in nll.items():
+        folder = tmp_path / f"rho={rho}"
+        folder.mkdir()
+        pd.DataFrame({"user": users, "target_group": groups, "nll": scores}).to_csv(folder / VALID_NLL, index=False)
+        rows.append({"run": str(folder), "dataset": "d", "method": "sam", "rho": rho, "seed": 0})
+    table = selection_table(pd.DataFrame(rows), ["dataset", "method", "rho"])
+    overall = table[table.users == "overall"].set_index("rho")
+    assert overall.chosen.tolist() == [False, True, False]
+    assert overall.valid_nll[0.5] == pytest.approx(nll[0.5].mean())
+    expected = stats.ttest_rel(nll[0.5], nll[0.2])
+    assert overall.diff_vs_chosen[0.5] == pytest.approx((nll[0.5] - nll[0.2]).mean())
+    assert overall.p[0.5] == pytest.approx(expected.pvalue)
+    assert np.isnan(overall.diff_vs_chosen[0.2])
+    tail = table[(table.users == "tail") & (table.rho == 0.05)].iloc[0]
+    assert tail.n_users == 20 and tail.valid_nll == pytest.approx(nll[0.05][10:].mean())
+    assert tail.diff_vs_chosen == pytest.approx((nll[0.05][10:] - nll[0.2][10:]).mean())
