@@ -70,3 +70,22 @@ def test_selection_table_chooses_the_lowest_mean_and_pairs_users(tmp_path):
     tail = table[(table.users == "tail") & (table.rho == 0.05)].iloc[0]
     assert tail.n_users == 20 and tail.valid_nll == pytest.approx(nll[0.05][10:].mean())
     assert tail.diff_vs_chosen == pytest.approx((nll[0.05][10:] - nll[0.2][10:]).mean())
+
+
+def test_train_false_tests_the_zero_shot_recommender(tmp_path, one_thread):
+    from safetensors.torch import load_file
+
+    from eisam.entry import compose_config
+
+    out = tmp_path / "run"
+    train(compose_config(out, "debug=fast", "train=false"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cost"]["train_steps"] == 0 and metrics["selection"]["best_val_nll"] is None
+    lora_b = [w for name, w in load_file(out / "adapter" / "adapter_model.safetensors").items() if "lora_B" in name]
+    assert lora_b and all((w == 0).all() for w in lora_b)  # untouched: B starts at zero
+    assert metrics["test"]["overall"]["nll"] > 0
+
+
+def test_train_and_test_must_be_booleans(smoke_cfg):
+    with pytest.raises(ValueError, match="train must be true or false"):
+        validate_config(smoke_cfg("train=maybe"))

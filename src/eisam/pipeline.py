@@ -38,8 +38,9 @@ def validate_config(cfg: DictConfig) -> None:
     check_backbone(cfg.model.backbone)
     check_fast_path(cfg)
     check_decoding(cfg.decoding)
-    if not isinstance(cfg.test, bool):
-        raise ValueError(f"test must be true or false, got {cfg.test!r}")
+    for key in ("train", "test"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"{key} must be true or false, got {cfg[key]!r}")
     for key in ("batch_size", "eval_batch_size", "micro_batches"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
@@ -203,7 +204,8 @@ def train(cfg: DictConfig) -> dict:
 
     memory_kind, peak_memory = track_peak_memory(trainer.strategy.root_device)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.train:  # train=false: the zero-shot recommender (fresh adapters, B = 0) is tested as it is
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     train_seconds, peak_memory_mb = time.perf_counter() - started, peak_memory()
     if not trainer.is_global_zero:
         return {}
@@ -213,14 +215,16 @@ def train(cfg: DictConfig) -> dict:
     if selected:
         module.load_state_dict(torch.load(selected, weights_only=False)["state_dict"], strict=False)
     model.save_pretrained(out_dir / ADAPTER)
-    method = module.method
+    # the method's counters (no method was built when train=false: nothing was stepped)
+    steps, skipped, forward, backward = (getattr(module.method, name, 0) for name in
+                                         ("steps", "skipped_steps", "forward_passes", "backward_passes"))
     cost = {
-        "train_steps": method.steps, "skipped_steps": method.skipped_steps,
+        "train_steps": steps, "skipped_steps": skipped,
         "train_seconds": round(train_seconds, 3),
-        "seconds_per_step": round(train_seconds / max(1, method.steps), 4),  # fit's wall time, validation included
-        "forward_passes": method.forward_passes, "backward_passes": method.backward_passes,
-        "forward_per_step": round(method.forward_passes / max(1, method.steps), 4),
-        "backward_per_step": round(method.backward_passes / max(1, method.steps), 4),
+        "seconds_per_step": round(train_seconds / max(1, steps), 4),  # fit's wall time, validation included
+        "forward_passes": forward, "backward_passes": backward,
+        "forward_per_step": round(forward / max(1, steps), 4),
+        "backward_per_step": round(backward / max(1, steps), 4),
         "peak_memory_mb": peak_memory_mb, "peak_memory_kind": memory_kind,
     }
     selection = {"checkpoint": os.path.basename(selected) if selected else "final weights",
