@@ -65,6 +65,57 @@ def test_cached_path_gives_the_uncached_losses_and_gradients(tmp_path):
         torch.testing.assert_close(g_cached, g_full, rtol=1e-5, atol=1e-6)
 
 
+def test_prompt_kv_cache_gives_the_full_prompt_pass_and_the_same_lists(tmp_path):
+    from eisam.decoding import PrefixTree, constrained_beam_search
+    from eisam.decoding.exact_search import exact_top_k
+    from eisam.decoding.prefill import prefill
+    from eisam.decoding.score import inference
+
+    model, tokenizer = adapted_tiny()
+    prompts = random_sequences(len(tokenizer), lengths=(12, 7, 15, 9))  # left padding of three widths
+    cache = load_or_build(model, prompts, cache_dir=tmp_path, dtype=torch.float32, autocast_dtype=None,
+                          pad_token_id=tokenizer.pad_token_id, batch_size=3, with_kv=True)
+    assert cache.keys.shape == (sum(map(len, prompts)), 2, *cache.keys.shape[2:])
+    with inference(model):
+        mask, positions, full_cache, full_logits = prefill(model, prompts, tokenizer.pad_token_id)
+        mask_c, positions_c, kv_cache, logits = prefill(model, prompts, tokenizer.pad_token_id, cache)
+    assert torch.equal(mask, mask_c) and torch.equal(positions, positions_c)
+    torch.testing.assert_close(logits, full_logits, rtol=1e-5, atol=1e-5)
+    real = mask.bool()[:, None, :, None]  # padded slots hold different junk on the two routes
+    for full_layer, cached_layer in zip(full_cache.layers, kv_cache.layers, strict=True):
+        for a, b in ((full_layer.keys, cached_layer.keys), (full_layer.values, cached_layer.values)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(b.masked_fill(~real, 0), a.masked_fill(~real, 0), rtol=1e-5, atol=1e-5)
+
+    tree = PrefixTree([tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                       for t in TITLES])
+    common = dict(top_k=3, pad_token_id=tokenizer.pad_token_id, batch_size=4)
+    beam = constrained_beam_search(model, prompts, tree, num_beams=4, **common)
+    assert constrained_beam_search(model, prompts, tree, num_beams=4, prompt_cache=cache, **common) == beam
+    exact, exact_cached = (exact_top_k(model, prompts, tree, prompt_cache=c, **common) for c in (None, cache))
+    assert exact_cached.items == exact.items
+    torch.testing.assert_close(torch.tensor(exact_cached.scores), torch.tensor(exact.scores), rtol=1e-5, atol=1e-5)
+    cache.hidden.zero_()  # the route above really read the stored states: wrong ones, other logits
+    with inference(model):
+        *_, wrong = prefill(model, prompts, tokenizer.pad_token_id, cache)
+    assert not torch.allclose(wrong, full_logits, atol=1e-3)
+
+
+def test_prompt_kv_cache_is_not_read_for_prompts_it_lacks(tmp_path):
+    from eisam.decoding.prefill import prefill
+    from eisam.decoding.score import inference
+
+    model, tokenizer = adapted_tiny()
+    prompts = random_sequences(len(tokenizer))
+    cache = load_or_build(model, prompts[:2], cache_dir=tmp_path, dtype=torch.float32, autocast_dtype=None,
+                          pad_token_id=tokenizer.pad_token_id, with_kv=True)
+    cache.keys.zero_()  # a read would show: every frozen layer's keys are now wrong
+    with inference(model):
+        *_, full = prefill(model, prompts, tokenizer.pad_token_id)
+        *_, fallback = prefill(model, prompts, tokenizer.pad_token_id, cache)  # prompts[2] is missing
+    torch.testing.assert_close(fallback, full, rtol=0, atol=0)
+
+
 def _cache_files(folder):
     return sorted(p.name for p in folder.glob("*.pt"))
 
@@ -121,7 +172,7 @@ def test_prefix_cache_run_gives_the_uncached_runs_metrics(tmp_path, one_thread):
         validate_config(cfg)
         train(cfg)
         results[cached] = json.loads((out / "metrics.json").read_text())
-    assert len(list((tmp_path / "prefix").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "prefix").glob("*.pt"))) == 2  # the samples' states, the test prompts' keys/values
     uncached, cached = results[False]["test"], results[True]["test"]
     assert uncached.keys() == cached.keys()
     for key, value in uncached.items():  # ranks exactly; NLLs to float noise of two batch layouts

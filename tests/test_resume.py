@@ -57,3 +57,15 @@ def test_killed_run_resumes_to_the_same_metrics(smoke_cfg, tmp_path, monkeypatch
     assert final[0].keys() == final[1].keys()
     for name in final[0]:
         assert torch.equal(final[0][name], final[1][name]), name
+
+
+def test_runtime_knobs_and_bookkeeping_never_make_a_config_differ():
+    from eisam.resume import config_differences
+
+    saved = {"method": {"rho": 0.05}, "ckpt_path": None, "decoding": {"num_beams": 10}}
+    now = {"method": {"rho": 0.05}, "ckpt_path": "last", "decoding": {"num_beams": 10},
+           "runtime": {"prompt_kv_cache_max_gb": 16}}  # added after the run was saved
+    assert config_differences(now, saved) == []
+    assert config_differences({**now, "method": {"rho": 0.2}}, saved) == ["method.rho"]
+    assert config_differences({**now, "decoding": {"search": "beam"}}, saved) == [  # a key gone or new is a change
+        "decoding.num_beams", "decoding.search"]

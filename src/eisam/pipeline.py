@@ -23,7 +23,7 @@ from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype, backbone_layers, check_backbone
 from eisam.models.lora import check_top_layers
-from eisam.models.prefix_cache import load_or_build
+from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.run_files import (ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, check_writable,
                              write_csv, write_json)
@@ -91,18 +91,28 @@ def autocast_dtype(precision) -> torch.dtype | None:
 
 def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> int | None:
     """``model.prefix_cache``: the frozen layers' output for every training, validation and test sample
-    (the test samples' for the test NLL), read from (or built into) ``paths.prefix_cache_dir``; returns
-    the layer training starts from."""
+    (the test samples' for the test NLL), read from (or built into) ``paths.prefix_cache_dir``; and,
+    when they fit in ``runtime.prompt_kv_cache_max_gb``, the frozen layers' keys and values of the
+    prompts the run decodes (``datamodule.prompt_cache``). Returns the layer training starts from."""
     if not cfg.model.get("prefix_cache"):
         return None
-    samples = [*datamodule.data.train, *datamodule.data.valid, *datamodule.data.test]
+    data = datamodule.data
+    common = dict(cache_dir=cfg.paths.prefix_cache_dir, autocast_dtype=autocast_dtype(cfg.trainer.precision),
+                  dtype=torch_dtype(cfg.model.prefix_cache_dtype, "model.prefix_cache_dtype"),
+                  pad_token_id=datamodule.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size)
     datamodule.prefix_cache = load_or_build(
-        model, [datamodule.token_sequence(s) for s in samples], cache_dir=cfg.paths.prefix_cache_dir,
-        dtype=torch_dtype(cfg.model.prefix_cache_dtype, "model.prefix_cache_dtype"),
-        autocast_dtype=autocast_dtype(cfg.trainer.precision),
-        pad_token_id=datamodule.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size,
-    )
-    return datamodule.prefix_cache.layer
+        model, [datamodule.token_sequence(s) for s in [*data.train, *data.valid, *data.test]], **common)
+    layer = datamodule.prefix_cache.layer
+    decoded = [*(data.test if cfg.test else []), *(data.valid if cfg.get("valid_decode") else [])]
+    prompts = list(dict.fromkeys(tuple(datamodule.prompt_ids(s)) for s in decoded))
+    size_gb = key_value_bytes(model, sum(map(len, prompts)), layer, common["dtype"]) / 2**30
+    limit = cfg.get("runtime", {}).get("prompt_kv_cache_max_gb", 0)
+    if prompts and size_gb <= limit:
+        datamodule.prompt_cache = load_or_build(model, prompts, with_kv=True, **common)
+    elif prompts:
+        log.info("Decoding runs every layer over the prompts: their frozen layers' keys and values would take "
+                 "%.1f GB, more than runtime.prompt_kv_cache_max_gb=%s", size_gb, limit)
+    return layer
 
 
 def load_data(cfg: DictConfig):

@@ -20,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from eisam.run_files import METRICS, RESOLVED_CONFIG
 
 log = logging.getLogger(__name__)
-# Bookkeeping, not the run's setting: where the folder is, and how the run was (re)started.
+# Bookkeeping, not the run's setting: where the folder is, how the run was (re)started, and `runtime`,
+# the knobs of how fast it runs (not of what it computes), which may be added or changed between sittings.
 IGNORED = ("ckpt_path", "resume", "paths.output_dir")
+IGNORED_GROUPS = ("runtime.",)
 
 
 def reuse_or_resume(cfg: DictConfig) -> dict | None:
@@ -71,7 +73,8 @@ def config_differences(current: dict, saved: dict) -> list[str]:
     """Dotted keys whose values differ (or exist on one side only), bookkeeping keys left out."""
     a, b = _flat(current), _flat(saved)
     return sorted(key for key in a.keys() | b.keys()
-                  if key not in IGNORED and (key not in a or key not in b or a[key] != b[key]))
+                  if key not in IGNORED and not key.startswith(IGNORED_GROUPS)
+                  and (key not in a or key not in b or a[key] != b[key]))
 
 
 def finished_metrics(path: Path) -> dict | None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .prefill import left_pad, prefill
 from .prefix_tree import PrefixTree
 from .score import inference
 
@@ -31,24 +32,15 @@ def _check_args(tree: PrefixTree, num_beams: int, top_k: int) -> None:
         raise ValueError(f"top_k ({top_k}) exceeds the catalogue size ({len(tree)})")
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[row, width - len(p):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def constrained_beam_search(model, prompts: Sequence[Sequence[int]], tree: PrefixTree, *, num_beams: int,
                             top_k: int, pad_token_id: int, batch_size: int = 16, length_penalty: float = 0.0,
-                            progress: bool = False) -> list[list[int]]:
+                            progress: bool = False, prompt_cache=None) -> list[list[int]]:
     """Returns for each prompt the top_k item indices (best first).
 
-    Each batch of users is prefilled once (left padded) and its beams share that prompt KV cache (see
-    ``_search_batch``); the prefix-tree constraint is a gather over the CSR child tables. Prompts are
-    batched in order of length to keep padding small.
+    Each batch of users is prefilled once (left padded; from ``prompt_cache`` where it holds the
+    prompts, see ``prefill``) and its beams share that prompt KV cache (see ``_search_batch``); the
+    prefix-tree constraint is a gather over the CSR child tables. Prompts are batched in order of
+    length to keep padding small.
     """
     _check_args(tree, num_beams, top_k)
     device = next(model.parameters()).device
@@ -59,7 +51,7 @@ def constrained_beam_search(model, prompts: Sequence[Sequence[int]], tree: Prefi
         for start in range(0, len(order), batch_size):
             users = order[start:start + batch_size]
             found = _search_batch(model, [prompts[u] for u in users], tree, tables, num_beams, top_k,
-                                  pad_token_id, length_penalty)
+                                  pad_token_id, length_penalty, prompt_cache)
             for u, items in zip(users, found.tolist()):
                 results[u] = items
             bar.update(len(users))
@@ -67,7 +59,7 @@ def constrained_beam_search(model, prompts: Sequence[Sequence[int]], tree: Prefi
 
 
 def _search_batch(model, prompts, tree: PrefixTree, tables, num_beams: int, top_k: int, pad_token_id: int,
-                  length_penalty: float) -> torch.Tensor:
+                  length_penalty: float, prompt_cache=None) -> torch.Tensor:
     """``[users, top_k]`` best items per user, best first.
 
     Tree attention: the cache holds one row per user, its prompt followed by every token any of its
@@ -79,11 +71,8 @@ def _search_batch(model, prompts, tree: PrefixTree, tables, num_beams: int, top_
     """
     offsets, degree, edge_tokens, edge_targets, node_item = tables
     device, beams = offsets.device, num_beams
-    ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
-    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    logprobs = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(beams, 0)
+    prompt_mask, positions, cache, logits = prefill(model, prompts, pad_token_id, prompt_cache)
+    logprobs = torch.log_softmax(logits, -1).repeat_interleave(beams, 0)
     positions = positions[:, -1:].expand(-1, beams)  # each step feeds all beams at the same depth
     prompt_mask = prompt_mask.bool()[:, None, :].expand(-1, beams, -1)
     own_slot = torch.eye(beams, dtype=torch.bool, device=device)
@@ -164,7 +153,7 @@ def generic_constrained_beam_search(model, prompts: Sequence[Sequence[int]], tre
     results = []
     with inference(model):
         for start in range(0, len(prompts), batch_size):
-            ids, mask = _left_pad(prompts[start:start + batch_size], pad_token_id, device)
+            ids, mask = left_pad(prompts[start:start + batch_size], pad_token_id, device)
             width = ids.shape[1]
             out = model.generate(
                 input_ids=ids, attention_mask=mask,

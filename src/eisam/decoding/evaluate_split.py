@@ -64,7 +64,7 @@ def evaluate_split(model, datamodule: RecDataModule, samples: Sequence[Sample], 
     prompts = [datamodule.prompt_ids(s) for s in samples]
     targets = [s.target for s in samples]
     common = dict(top_k=max(decoding.ks), pad_token_id=datamodule.tokenizer.pad_token_id,
-                  batch_size=decoding.batch_size, progress=progress)
+                  batch_size=decoding.batch_size, progress=progress, prompt_cache=datamodule.prompt_cache)
     exact_ranks, rank_cap = None, None
     if decoding.get("search", "beam") == "exact":
         rank_cap = decoding.rank_cap

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .beam_search import _left_pad
+from .prefill import prefill
 from .prefix_tree import PrefixTree
 from .score import inference
 
@@ -37,8 +37,9 @@ class ExactLists:
 
 def exact_top_k(model, prompts: Sequence[Sequence[int]], tree: PrefixTree, *, top_k: int, pad_token_id: int,
                 targets: Sequence[int] | None = None, rank_cap: int = 0, batch_size: int = 16,
-                expansions_per_round: int = 64, progress: bool = False) -> ExactLists:
+                expansions_per_round: int = 64, progress: bool = False, prompt_cache=None) -> ExactLists:
     """Exact top_k per prompt; with ``targets``, also each target's exact rank up to ``rank_cap``.
+    ``prompt_cache``: the prompts' frozen-layer states (``prefill``).
 
     Users are batched in order of prompt length (as the beam search batches them) and leave their batch
     as soon as their search is over.
@@ -59,7 +60,7 @@ def exact_top_k(model, prompts: Sequence[Sequence[int]], tree: PrefixTree, *, to
             users = order[start:start + batch_size]
             batch_targets = None if targets is None else torch.tensor([targets[u] for u in users], device=device)
             found = _search_batch(model, [prompts[u] for u in users], tree, tables, top_k, pad_token_id,
-                                  batch_targets, rank_cap, expansions_per_round)
+                                  batch_targets, rank_cap, expansions_per_round, prompt_cache)
             for u, *result in zip(users, *(t.tolist() for t in found)):
                 items[u], scores[u], ranks[u], expanded[u] = result
             bar.update(len(users))
@@ -75,7 +76,7 @@ def _ranked(scores: torch.Tensor, items: torch.Tensor, keep: int) -> tuple[torch
 
 
 def _search_batch(model, prompts, tree: PrefixTree, tables, top_k: int, pad_token_id: int, targets, rank_cap: int,
-                  per_round: int) -> tuple[torch.Tensor, ...]:
+                  per_round: int, prompt_cache=None) -> tuple[torch.Tensor, ...]:
     """(items ``[users, top_k]``, their scores, target ranks ``[users]``, expanded prefixes ``[users]``).
 
     Tree attention as in the beam search (``beam_search._search_batch``): one cache row per user, its
@@ -89,11 +90,9 @@ def _search_batch(model, prompts, tree: PrefixTree, tables, top_k: int, pad_toke
     want_k = min(top_k, n_items)
     want_r = min(rank_cap, n_items) if targets is not None else 0
     pool_size = max(want_k, want_r)  # finished items that can still matter
-    ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
+    prompt_mask, _, cache, logits = prefill(model, prompts, pad_token_id, prompt_cache)
+    logits = logits[:, None]
     last_position = (prompt_mask.sum(-1) - 1)[:, None]  # a prefix of depth d feeds its last token at +d
-    out = model(input_ids=ids, attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1)
-    cache, logits = out.cache, out.logits[:, -1:].float()
     blocked = torch.finfo(model.dtype).min
     users = len(prompts)
     rows = torch.arange(users, device=device)  # batch row -> user, shrinks as users finish

@@ -49,6 +49,7 @@ class RecDataModule(L.LightningDataModule):
         self.item_response_ids = [prompt.response_ids(tokenizer, t) for t in data.items["title"]]
         self.titles = list(data.items["title"])
         self.prefix_cache: PrefixCache | None = None
+        self.prompt_cache: PrefixCache | None = None  # decoded prompts' frozen-layer keys and values (decoding.prefill)
 
     def prompt_ids(self, sample: Sample) -> list[int]:
         return self.prompt.prompt_ids(self.tokenizer, [self.titles[i] for i in sample.history])

@@ -6,6 +6,10 @@ cache stores it once per sample; every forward and backward of every method then
 layers only. Both halves run through the decoder's own ``forward`` with its layer list cut
 (``decoder_slice``), so padding, the attention mask and the positions are the model's own.
 
+A cache built ``with_kv`` also keeps every frozen layer's attention keys and values: decoding a
+cached prompt then runs only the adapted layers over it (``decoding.prefill``), the frozen layers'
+part of its KV cache read back instead of recomputed.
+
 A cache file is named by a digest of everything it depends on: the backbone's weights below the
 cut, the cut, the storage and compute dtypes, and the token sequences themselves (so dataset,
 prompt template, tokenizer and sample subset). A changed part means another file; a file that is
@@ -89,21 +93,36 @@ def _frozen_part_digest(model, layer: int) -> str:
 
 
 def cache_key(model, sequences: Sequence[Sequence[int]], layer: int, dtype: torch.dtype,
-              autocast_dtype: torch.dtype | None) -> str:
+              autocast_dtype: torch.dtype | None, with_kv: bool = False) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps({"format": FORMAT, "layer": layer, "dtype": str(dtype),
-                              "autocast": str(autocast_dtype), "weights": _frozen_part_digest(model, layer)}).encode())
+    parts = {"format": FORMAT, "layer": layer, "dtype": str(dtype), "autocast": str(autocast_dtype),
+             "weights": _frozen_part_digest(model, layer)}
+    digest.update(json.dumps({**parts, "kv": True} if with_kv else parts).encode())
     for seq in sequences:
         digest.update(len(seq).to_bytes(4, "little"))
         digest.update(torch.tensor(seq, dtype=torch.int32).numpy().tobytes())
     return digest.hexdigest()
 
 
-class PrefixCache:
-    """Token sequence → its hidden states entering ``layer`` ([tokens, hidden], stored in ``dtype``)."""
+def _kv_width(config) -> tuple[int, int]:
+    """(key/value heads, head dim) of one attention layer."""
+    return config.num_key_value_heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
-    def __init__(self, layer: int, sequences: list[tuple[int, ...]], hidden: torch.Tensor, offsets: torch.Tensor):
-        self.layer, self.hidden, self.offsets = layer, hidden, offsets
+
+def key_value_bytes(model, n_tokens: int, layer: int, dtype: torch.dtype) -> int:
+    """Bytes of the keys and values of ``n_tokens`` tokens in the layers below ``layer``."""
+    heads, head_dim = _kv_width(_decoder(model).config)
+    return 2 * n_tokens * layer * heads * head_dim * torch.empty(0, dtype=dtype).element_size()
+
+
+class PrefixCache:
+    """Token sequence → its hidden states entering ``layer`` ([tokens, hidden], stored in ``dtype``)
+    and, if built ``with_kv``, the keys and values of layers below ``layer`` ([tokens, layer, kv heads,
+    head dim] each)."""
+
+    def __init__(self, layer: int, sequences: list[tuple[int, ...]], hidden: torch.Tensor, offsets: torch.Tensor,
+                 keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
+        self.layer, self.hidden, self.offsets, self.keys, self.values = layer, hidden, offsets, keys, values
         self.index = {seq: row for row, seq in enumerate(sequences)}
 
     def __contains__(self, seq: tuple[int, ...]) -> bool:
@@ -113,8 +132,18 @@ class PrefixCache:
         return len(self.index)
 
     def get(self, seq: tuple[int, ...]) -> torch.Tensor:
+        return self.hidden[self._span(seq)]
+
+    def key_values(self, seq: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen layers' keys and values of ``seq``: [tokens, layer, kv heads, head dim] each."""
+        if self.keys is None:
+            raise ValueError("this prefix cache was built without keys and values (with_kv=False)")
+        span = self._span(seq)
+        return self.keys[span], self.values[span]
+
+    def _span(self, seq: tuple[int, ...]) -> slice:
         row = self.index[seq]
-        return self.hidden[self.offsets[row]:self.offsets[row + 1]]
+        return slice(int(self.offsets[row]), int(self.offsets[row + 1]))
 
     def padded(self, sequences: Sequence[tuple[int, ...]], width: int, dtype: torch.dtype) -> torch.Tensor:
         """[batch, width, hidden] states of right-padded ``sequences``; padding positions are zero
@@ -126,13 +155,18 @@ class PrefixCache:
 
 
 def compute_states(model, sequences: list[tuple[int, ...]], layer: int, dtype: torch.dtype, autocast_dtype,
-             pad_token_id: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states entering ``layer`` for each sequence, concatenated, and the row offsets."""
+                   pad_token_id: int, batch_size: int, with_kv: bool = False) -> dict[str, torch.Tensor]:
+    """Hidden states entering ``layer`` for each sequence, concatenated (``hidden``), the row offsets
+    and, ``with_kv``, the keys and values of the layers below (``keys``, ``values``)."""
     device = next(model.parameters()).device
     lengths = torch.tensor([len(s) for s in sequences])
     offsets = torch.zeros(len(sequences) + 1, dtype=torch.long)
     offsets[1:] = lengths.cumsum(0)
-    hidden = torch.empty((int(offsets[-1]), _decoder(model).config.hidden_size), dtype=dtype)
+    config = _decoder(model).config
+    hidden = torch.empty((int(offsets[-1]), config.hidden_size), dtype=dtype)
+    if with_kv:
+        kv_shape = (int(offsets[-1]), layer, *_kv_width(config))
+        keys, values = torch.empty(kv_shape, dtype=dtype), torch.empty(kv_shape, dtype=dtype)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # little padding per batch
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext())
     was_training = model.training
@@ -148,13 +182,17 @@ def compute_states(model, sequences: list[tuple[int, ...]], layer: int, dtype: t
                 for i, r in enumerate(rows):
                     ids[i, :len(sequences[r])] = torch.tensor(sequences[r])
                     mask[i, :len(sequences[r])] = 1
-                states = lower(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
+                out = lower(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=with_kv)
                 for i, r in enumerate(rows):
-                    hidden[offsets[r]:offsets[r + 1]] = states[i, :len(sequences[r])].to("cpu", dtype)
+                    n = len(sequences[r])
+                    hidden[offsets[r]:offsets[r + 1]] = out.last_hidden_state[i, :n].to("cpu", dtype)
+                    for below in range(layer) if with_kv else ():  # cache layers: [batch, kv heads, tokens, head dim]
+                        keys[offsets[r]:offsets[r + 1], below] = out.cache.layers[below].keys[i, :, :n].transpose(0, 1).to("cpu", dtype)
+                        values[offsets[r]:offsets[r + 1], below] = out.cache.layers[below].values[i, :, :n].transpose(0, 1).to("cpu", dtype)
                 bar.update(len(rows))
     finally:
         model.train(was_training)
-    return hidden, offsets
+    return {"hidden": hidden, "offsets": offsets, **({"keys": keys, "values": values} if with_kv else {})}
 
 
 def _load(path: Path, key: str) -> dict | None:
@@ -164,8 +202,9 @@ def _load(path: Path, key: str) -> dict | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         hidden, offsets = blob["hidden"], blob["offsets"]
-        ok = (blob["key"] == key and offsets.dim() == 1 and int(offsets[-1]) == hidden.shape[0]
-              and blob["checksum"] == _checksum(hidden))
+        stored = [blob[name] for name in ("hidden", "keys", "values") if name in blob]
+        ok = (blob["key"] == key and offsets.dim() == 1 and all(int(offsets[-1]) == t.shape[0] for t in stored)
+              and blob["checksum"] == _checksum(*stored))
     except Exception as err:  # a truncated or foreign file: any failure to read means rebuild
         log.warning("Prefix cache %s is unreadable (%s); rebuilding it", path, err)
         return None
@@ -175,24 +214,30 @@ def _load(path: Path, key: str) -> dict | None:
     return blob
 
 
-def _checksum(hidden: torch.Tensor) -> str:
-    return hashlib.blake2b(hidden.contiguous().view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+def _checksum(*tensors: torch.Tensor) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_or_build(model, sequences: Sequence[Sequence[int]], *, cache_dir: str | Path, dtype: torch.dtype,
-                  autocast_dtype: torch.dtype | None, pad_token_id: int, batch_size: int = 16) -> PrefixCache:
-    """The cache of ``sequences`` (distinct token sequences) for ``model``: read if a valid file exists, else built and saved."""
+                  autocast_dtype: torch.dtype | None, pad_token_id: int, batch_size: int = 16,
+                  with_kv: bool = False) -> PrefixCache:
+    """The cache of ``sequences`` (distinct token sequences) for ``model``: read if a valid file exists,
+    else built and saved. ``with_kv``: with the frozen layers' keys and values (for decoding prompts)."""
     check_sliceable(model)
     layer = first_adapted_layer(model)
     sequences = list(dict.fromkeys(tuple(s) for s in sequences))
-    key = cache_key(model, sequences, layer, dtype, autocast_dtype)
+    key = cache_key(model, sequences, layer, dtype, autocast_dtype, with_kv)
     path = Path(cache_dir) / f"{key}.pt"
     blob = _load(path, key)
+    what = "prompt KV cache" if with_kv else "prefix cache"
     if blob is None:
-        log.info("Building the prefix cache of %d samples below layer %d into %s", len(sequences), layer, path)
-        hidden, offsets = compute_states(model, sequences, layer, dtype, autocast_dtype, pad_token_id, batch_size)
-        blob = {"key": key, "hidden": hidden, "offsets": offsets, "checksum": _checksum(hidden)}
+        log.info("Building the %s of %d sequences below layer %d into %s", what, len(sequences), layer, path)
+        blob = compute_states(model, sequences, layer, dtype, autocast_dtype, pad_token_id, batch_size, with_kv)
+        blob.update(key=key, checksum=_checksum(*(blob[n] for n in ("hidden", "keys", "values") if n in blob)))
         atomic_write(path, lambda tmp: torch.save(blob, tmp))
     else:
-        log.info("Prefix cache of %d samples below layer %d read from %s", len(sequences), layer, path)
-    return PrefixCache(layer, sequences, blob["hidden"], blob["offsets"])
+        log.info("The %s of %d sequences below layer %d read from %s", what, len(sequences), layer, path)
+    return PrefixCache(layer, sequences, blob["hidden"], blob["offsets"], blob.get("keys"), blob.get("values"))
