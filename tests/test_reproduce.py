@@ -131,3 +131,13 @@ def test_run_of_another_config_is_replaced_not_reused(run_folder, caplog):
     assert cfg.ckpt_path is None  # never resumed from the other config's checkpoint
     assert not (folder / "metrics.json").exists() and not (folder / "checkpoints").exists()
     assert "differs in method.lam, method.rho" in caplog.text
+
+
+@pytest.mark.parametrize("method", yaml.safe_load((ROOT / "conf/experiment/main.yaml").read_text().split("\n", 1)[1])
+                         ["hydra"]["sweeper"]["params"]["method"].split(","))
+def test_every_job_of_the_cpu_sweep_passes_the_config_checks(tmp_path, method):
+    """scale=cpu turns the prior instrument on for every job: mostpop, which has no model, must run anyway."""
+    from eisam.entry import compose_config
+    from eisam.pipeline import validate_config
+
+    validate_config(compose_config(tmp_path, "experiment=main", "scale=cpu", "data=ml100k", f"method={method}"))

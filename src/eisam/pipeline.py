@@ -54,8 +54,6 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.method.get("kind") == MOST_POPULAR:
         if not cfg.test:
             raise ValueError("test=false scores the validation users' target NLL with the model; method=mostpop has none")
-        if cfg.analysis.prior.enabled:
-            raise ValueError("analysis.prior.enabled=true scores items with the model; method=mostpop has none")
         return
     # The method validates its own hyperparameters on construction; a one-parameter dry build
     # runs those checks without a model.
@@ -253,6 +251,9 @@ def most_popular(cfg: DictConfig, out_dir: Path) -> dict:
     """``method=mostpop``: no model, no training; every test user gets the same most popular items."""
     data = load_data(cfg)
     data.stats.save(out_dir / ITEM_STATS)
+    if cfg.analysis.prior.enabled:
+        log.info("method=mostpop has no model to score the prior with; the long-tail study borrows the prior "
+                 "of a model run of the same dataset (eisam.report.longtail)")
     loggers = start_loggers(cfg)
     users, targets = [s.user for s in data.test], [s.target for s in data.test]
     recommended = [data.stats.most_popular(max(cfg.decoding.ks))] * len(targets)
