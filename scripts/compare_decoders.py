@@ -35,7 +35,7 @@ def decoded_users(run_dir: Path, reeval_dir: Path) -> pd.DataFrame:
         frames[decoder] = pd.DataFrame({"group": predictions.target_group, "hit": hit, "ndcg": ndcg, "top": top,
                                         "tail_share": top.map(lambda items: tail.loc[items].mean())},
                                        index=predictions.index)
-    both = frames["beam"].join(frames["exact"], how="inner", lsuffix="_beam", rsuffix="_exact")
+    both = frames["beam"].merge(frames["exact"], left_index=True, right_index=True, suffixes=("_beam", "_exact"))
     if both.empty:
         raise SystemExit(f"{run_dir} and {reeval_dir}: no user decoded both ways")
     if (both.group_beam != both.group_exact).any():
