@@ -56,10 +56,20 @@ def test_variants_and_group_presets_reach_the_method(tmp_path):
     assert (g16.method.name, g16.method.groups, g16.trainer.max_steps) == ("groupsam", 16, 50)
 
 
-def test_make_reproduce_shrinks_main_at_cpu_scale():
-    sweep = re.search(r"^SWEEP_cpu := (.*)$", (Path(CONFIG_PATH).parent / "Makefile").read_text(), re.M).group(1)
-    jobs = sweep_jobs(experiment("main"), *sweep.split())
-    assert len(jobs) == 8 and all({"data=ml100k", "seed=0"} <= set(job) for job in jobs)
+def test_make_reproduce_runs_the_powered_main_sweep_at_cpu_scale_in_stages():
+    script = subprocess.run(["make", "-n", "-s", "reproduce", "SCALE=cpu"], cwd=Path(CONFIG_PATH).parent, check=True,
+                            capture_output=True, text=True).stdout
+    stages = re.search(r'read -ra stages <<< "(.*?)";', script).group(1).split("|")
+    jobs = [tuple(sorted(job)) for stage in stages for job in sweep_jobs(experiment("main"), *stage.split())]
+    assert len(jobs) == len(set(jobs)) == 14 and all("data=ml100k" in job for job in jobs)
+    seeds = {}
+    for job in jobs:
+        options = dict(o.split("=", 1) for o in job)
+        seeds.setdefault(options["method"], set()).add(options["seed"])
+    assert all(seeds[m] == {"0", "1", "2"} for m in ("base", "sam", "eisam"))
+    assert set(seeds) == {"mostpop", "base", "reweight_ips", "reweight_cb", "sam", "imbsam", "eisam", "eisam_fast"}
+    first = [dict(o.split("=", 1) for o in job)["method"] for job in sweep_jobs(experiment("main"), *stages[0].split())]
+    assert first[:3] == ["mostpop", "base", "eisam"]  # the decisive comparison first
 
 
 def test_hparams_search_tunes_eisam_on_validation_ndcg(smoke_cfg):

@@ -85,6 +85,14 @@ def _search() -> ws.Section:
         _parallel("trials", SEARCH, (VALID_NDCG,)), *_against(VALID_NDCG, *SEARCH)])
 
 
+VALID_NLL = (keys.key("valid", "overall", "nll"), keys.key("valid", "tail", "nll"))
+
+
+def _selection() -> ws.Section:
+    return ws.Section(name="Selection: validation NLL against rho and lam (test never read)", is_open=True,
+                      panels=[*_against(VALID_NLL[0], *GRID), *_against(VALID_NLL[1], *GRID)])
+
+
 # One view per task_name: conf/train.yaml's default (single runs) and each conf/experiment/*.yaml.
 VIEWS = {
     "train": View(),
@@ -94,6 +102,7 @@ VIEWS = {
     "efficiency": View(settings=("method.groups",)),  # GroupSAM's G tells groupsam_g1 ... g16 apart
     "sensitivity": View(settings=GRID, section=_sensitivity),
     "hparams_search": View(section=_search),
+    "selection": View(settings=GRID, section=_selection),
 }
 
 
