@@ -35,21 +35,21 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad_token_id: int, prompt_c
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_token_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    keys = [tuple(p) for p in prompts]
-    if prompt_cache is None or prompt_cache.keys is None or not all(k in prompt_cache for k in keys):
+    sequences = [tuple(p) for p in prompts]
+    if prompt_cache is None or prompt_cache.keys is None or not all(seq in prompt_cache for seq in sequences):
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         return mask, positions, out.cache, out.logits[:, -1].float()
     causal_lm = causal_lm_of(model)
     layer, width = prompt_cache.layer, ids.shape[1]
+    heads, head_dim = prompt_cache.keys.shape[2:]
     dtype = causal_lm.get_input_embeddings().weight.dtype
-    hidden = torch.zeros((len(keys), width, prompt_cache.hidden.shape[1]), dtype=dtype)
-    below_k = torch.zeros((layer, len(keys), *prompt_cache.keys.shape[2:3], width, prompt_cache.keys.shape[3]),
-                          dtype=dtype)
+    hidden = torch.zeros((len(sequences), width, prompt_cache.hidden.shape[1]), dtype=dtype)
+    below_k = torch.zeros((layer, len(sequences), heads, width, head_dim), dtype=dtype)  # cache layout per layer
     below_v = torch.zeros_like(below_k)
-    for row, key in enumerate(keys):
-        start = width - len(key)
-        hidden[row, start:] = prompt_cache.get(key)
-        k, v = prompt_cache.key_values(key)  # [tokens, layers, kv heads, head dim]
+    for row, seq in enumerate(sequences):
+        start = width - len(seq)
+        hidden[row, start:] = prompt_cache.get(seq)
+        k, v = prompt_cache.key_values(seq)  # [tokens, layers, kv heads, head dim]
         below_k[:, row, :, start:] = k.permute(1, 2, 0, 3)
         below_v[:, row, :, start:] = v.permute(1, 2, 0, 3)
     cache = DynamicCache(config=causal_lm.config)
