@@ -49,6 +49,22 @@ def test_top_layers_adapts_only_the_top_layers():
     assert adapted == {"3"}
 
 
+def test_reloaded_frozen_adapters_keep_the_cut_of_the_cache(tmp_path):
+    """A finished run's adapters, reloaded for evaluation, are frozen; the cache still starts below them."""
+    from eisam.models import load_lora
+    from eisam.models.prefix_cache import first_adapted_layer
+
+    model, _ = adapted_tiny(top_layers=1)
+    model.save_pretrained(tmp_path / "adapter")
+    backbone, _ = build_tiny_llama(TITLES, vocab_size=300, hidden_size=32, num_layers=4, seed=3)
+    reloaded = load_lora(backbone, str(tmp_path / "adapter"))
+    assert not any(p.requires_grad for p in reloaded.parameters())
+    assert first_adapted_layer(reloaded) == first_adapted_layer(model) == 3
+    frozen_backbone = build_tiny_llama(TITLES, vocab_size=300, hidden_size=32, num_layers=4, seed=3)[0].requires_grad_(False)
+    with pytest.raises(ValueError, match="no decoder layer"):
+        first_adapted_layer(frozen_backbone)
+
+
 def test_cached_path_gives_the_uncached_losses_and_gradients(tmp_path):
     model, tokenizer = adapted_tiny()
     sequences = random_sequences(len(tokenizer))  # three lengths: right padding in one batch

@@ -41,6 +41,28 @@ def test_selection_run_scores_validation_users_and_never_decodes_test(tmp_path, 
     assert "Hyperparameter selection" in (report / "report.md").read_text()
 
 
+def test_a_trained_runs_validation_rescoring_stands_for_its_selection_job(tmp_path, one_thread):
+    """eisam.evaluate with test=false on a main-sweep run scores what a test=false job of the same
+    setting and seed scores, user by user, and the selection table reads it as that job."""
+    from eisam.entry import compose_config
+    from eisam.evaluate import reevaluate
+
+    overrides = ("debug=fast", "method=sam", "method.rho=0.2")
+    trained, selected, rescored = tmp_path / "main_run", tmp_path / "selection_run", tmp_path / "rescored"
+    train(compose_config(trained, *overrides))
+    train(compose_config(selected, *overrides, "test=false"))
+    result = reevaluate(trained, {"test": False}, rescored)
+    assert "test" not in result and result["reevaluated_from"] == str(trained)
+    own, again = (pd.read_csv(folder / VALID_NLL, dtype={"user": str}) for folder in (selected, rescored))
+    assert list(again.user) == list(own.user) and len(own) > 0
+    np.testing.assert_allclose(again.nll, own.nll, rtol=1e-5)
+
+    runs, report = build_report([rescored], tmp_path / "report")
+    table = pd.read_csv(report / "selection.csv")
+    assert table.valid_nll[0] == pytest.approx(own.nll.mean(), rel=1e-5)
+    assert list(table.method.unique()) == ["sam"] and table.chosen.all()
+
+
 def test_mostpop_cannot_be_selected_on_validation_nll(smoke_cfg):
     with pytest.raises(ValueError, match="test=false"):
         validate_config(smoke_cfg("method=mostpop", "test=false"))

@@ -1,4 +1,5 @@
-"""Re-evaluate a finished run: ``python -m eisam.evaluate run_dir=... [+overrides.decoding.search=exact]``."""
+"""Re-evaluate a finished run: ``python -m eisam.evaluate run_dir=... [+overrides.decoding.search=exact]``,
+or score its validation users instead (``+overrides.test=false``)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ set_project_root()
 
 
 def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
-    """Rebuild data and backbone from the run's resolved config, load its adapters, test again."""
-    from eisam.pipeline import MOST_POPULAR, build, test_and_write
+    """Rebuild data and backbone from the run's resolved config, load its adapters, test again.
+
+    With ``test=false`` the validation users' target NLL is scored instead, as a selection job
+    (experiment=selection) scores it. The folder then also gets the config it ran with: same setting,
+    same seed, same adapters, so it stands for that selection job in the selection table (a main-sweep
+    run at the default rho need not be trained a second time to join the rho search).
+    """
+    from eisam.pipeline import MOST_POPULAR, attach_prefix_cache, build, test_and_write, validate_and_write
     from eisam.run_files import ADAPTER, RESOLVED_CONFIG, check_writable
 
     config_file, adapter = run_dir / RESOLVED_CONFIG, run_dir / ADAPTER
@@ -30,7 +37,12 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
         cfg.paths.output_dir = str(out_dir)
     check_writable(out_dir)
     _, model, datamodule = build(cfg, adapter_dir=adapter)
-    return test_and_write(cfg, model, datamodule, out_dir, {"reevaluated_from": str(run_dir)})
+    attach_prefix_cache(cfg, model, datamodule)  # the run's own fast path: its NLL, to float precision
+    extra = {"reevaluated_from": str(run_dir)}
+    if cfg.test:
+        return test_and_write(cfg, model, datamodule, out_dir, extra)
+    OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
+    return validate_and_write(cfg, model, datamodule, out_dir, extra)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
@@ -39,7 +51,7 @@ def main(cfg: DictConfig) -> None:
 
     result = reevaluate(Path(cfg.run_dir), OmegaConf.to_container(cfg.overrides),
                         Path(HydraConfig.get().runtime.output_dir))
-    print(json.dumps(result["test"], indent=2))
+    print(json.dumps(result["test" if "test" in result else "valid"], indent=2))
 
 
 if __name__ == "__main__":

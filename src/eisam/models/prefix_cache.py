@@ -72,11 +72,12 @@ def decoder_slice(model, start: int, stop: int | None = None, *, final_norm: boo
 
 
 def first_adapted_layer(model) -> int:
-    """Index of the lowest decoder layer holding a trainable parameter (the cut of the cache)."""
+    """Index of the lowest decoder layer holding a trainable parameter or a LoRA adapter (the cut of the
+    cache; adapters reloaded for evaluation are frozen, yet the layers below them are the cached ones)."""
     for index, layer in enumerate(_decoder(model).layers):
-        if any(p.requires_grad for p in layer.parameters()):
+        if any(p.requires_grad or "lora_" in name for name, p in layer.named_parameters()):
             return index
-    raise ValueError("model.prefix_cache=true: no decoder layer has trainable parameters")
+    raise ValueError("model.prefix_cache=true: no decoder layer has trainable parameters or LoRA adapters")
 
 
 def _frozen_part_digest(model, layer: int) -> str:
