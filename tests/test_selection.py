@@ -81,14 +81,24 @@ def test_selection_table_chooses_the_lowest_mean_and_pairs_users(tmp_path):
         folder.mkdir()
         pd.DataFrame({"user": users, "target_group": groups, "nll": scores}).to_csv(folder / VALID_NLL, index=False)
         rows.append({"run": str(folder), "dataset": "d", "method": "sam", "rho": rho, "seed": 0})
+    base_nll = nll[0.05] + 0.03 + rng.normal(0, 0.05, 30)
+    folder = tmp_path / "base"
+    folder.mkdir()
+    pd.DataFrame({"user": users, "target_group": groups, "nll": base_nll}).to_csv(folder / VALID_NLL, index=False)
+    rows.append({"run": str(folder), "dataset": "d", "method": "base", "rho": None, "seed": 0})
     table = selection_table(pd.DataFrame(rows), ["dataset", "method", "rho"])
+    reference = table[(table.users == "overall") & (table.method == "base")].iloc[0]
+    assert reference.chosen and np.isnan(reference.diff_vs_base)  # base is the reference, not compared with itself
+    table = table[table.method == "sam"]
     overall = table[table.users == "overall"].set_index("rho")
     assert overall.chosen.tolist() == [False, True, False]
     assert overall.valid_nll[0.5] == pytest.approx(nll[0.5].mean())
     expected = stats.ttest_rel(nll[0.5], nll[0.2])
     assert overall.diff_vs_chosen[0.5] == pytest.approx((nll[0.5] - nll[0.2]).mean())
-    assert overall.p[0.5] == pytest.approx(expected.pvalue)
+    assert overall.p_vs_chosen[0.5] == pytest.approx(expected.pvalue)
     assert np.isnan(overall.diff_vs_chosen[0.2])
+    assert overall.diff_vs_base[0.2] == pytest.approx((nll[0.2] - base_nll).mean())
+    assert overall.p_vs_base[0.2] == pytest.approx(stats.ttest_rel(nll[0.2], base_nll).pvalue)
     tail = table[(table.users == "tail") & (table.rho == 0.05)].iloc[0]
     assert tail.n_users == 20 and tail.valid_nll == pytest.approx(nll[0.05][10:].mean())
     assert tail.diff_vs_chosen == pytest.approx((nll[0.05][10:] - nll[0.2][10:]).mean())

@@ -14,8 +14,10 @@ import pandas as pd
 
 from eisam.report.runs import GROUPS, of_group
 from eisam.report.stats import bootstrap_ci, paired_t
-from eisam.report.tables import interval
+from eisam.report.tables import REFERENCES, interval
 from eisam.run_files import VALID_NLL
+
+BASE = REFERENCES[0]  # method=base: training without any perturbation
 
 
 def valid_users(runs: pd.DataFrame) -> pd.DataFrame:
@@ -49,42 +51,52 @@ def selection_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         method = setting[method_at]
         if method not in best or mean < means[best[method]]:
             best[method] = setting
+    base = [setting for setting in settings if setting[method_at] == BASE]
     rows = []
     for setting, group in settings.items():
         chosen = best[setting[method_at]]
         for who in GROUPS:
-            own = _matrix(of_group(users, who), group)
+            members = of_group(users, who)
+            own = _matrix(members, group)
             row = {**dict(zip(columns, setting)), "users": who, "seeds": len(group), "n_users": len(own),
                    "valid_nll": own.mean().mean(), "chosen": setting == chosen}
             row["lo"], row["hi"] = bootstrap_ci(own.to_numpy(dtype=float))
             if setting != chosen:
-                diff = own.sub(_matrix(of_group(users, who), settings[chosen]))
-                test = paired_t(diff.to_numpy(dtype=float))
-                row.update(diff_vs_chosen=test["diff"], diff_lo=test["lo"], diff_hi=test["hi"], p=test["p"])
+                row.update(_paired(own, _matrix(members, settings[chosen]), "vs_chosen"))
+            if base and setting[method_at] != BASE:
+                row.update(_paired(own, _matrix(members, settings[base[0]]), "vs_base"))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paired(own: pd.DataFrame, other: pd.DataFrame, name: str) -> dict:
+    """diff_<name>, its 95 % t interval and p: per user, own minus other (users matched by id)."""
+    test = paired_t(own.sub(other).to_numpy(dtype=float))
+    return {f"diff_{name}": test["diff"], f"diff_{name}_lo": test["lo"], f"diff_{name}_hi": test["hi"],
+            f"p_{name}": test["p"]}
 
 
 def show_selection(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per setting: validation NLL [interval] and Δ to the chosen setting [interval], p, per group."""
     shown = table.drop_duplicates(columns)[columns + ["seeds", "n_users"]].reset_index(drop=True)
-    shown["chosen"] = table.drop_duplicates(columns).chosen.map({True: "**chosen**", False: ""}).to_numpy()
+    settings = table.drop_duplicates(columns)
+    shown["chosen"] = [("reference" if method == BASE else "**chosen**") if chosen else ""
+                       for method, chosen in zip(settings.method, settings.chosen)]
     for who in GROUPS:
         one = table[table.users == who].reset_index(drop=True)
         shown[f"{who} val NLL"] = [interval(m, lo, hi) for m, lo, hi in zip(one.valid_nll, one.lo, one.hi)]
-        shown[f"{who} Δ vs chosen (p)"] = [
-            f"{interval(d, lo, hi)} ({p:.3g})" if pd.notna(d) else ""
-            for d, lo, hi, p in zip(one.get("diff_vs_chosen", nan(one)), one.get("diff_lo", nan(one)),
-                                    one.get("diff_hi", nan(one)), one.get("p", nan(one)))]
+        for name, label in (("vs_chosen", "Δ vs chosen"), ("vs_base", "Δ vs base")):
+            if f"diff_{name}" in one:
+                shown[f"{who} {label} (p)"] = [
+                    f"{interval(d, lo, hi)} ({p:.3g})" if pd.notna(d) else ""
+                    for d, lo, hi, p in zip(*(one[f"{key}_{name}{end}"] for key, end in
+                                              (("diff", ""), ("diff", "_lo"), ("diff", "_hi"), ("p", ""))))]
     return shown.rename(columns={"n_users": "users"})
-
-
-def nan(frame: pd.DataFrame) -> pd.Series:
-    return pd.Series(float("nan"), index=frame.index)
 
 
 SELECTION_NOTES = ("Validation users only (test=false: the test split is not read). Each cell: mean target NLL "
                    "(teacher forced; lower is better) [95 % percentile bootstrap interval over users]. Per method the "
                    "setting with the lowest overall mean is chosen; Δ: a setting minus the chosen one, per user "
-                   "(averaged over seeds) [95 % t interval] and the two-sided paired t-test's p. The main sweep uses "
-                   "the chosen values.")
+                   "(averaged over seeds) [95 % t interval] and the two-sided paired t-test's p; Δ vs base: the same "
+                   "against method=base (where a base run is in the table: is any setting better than no "
+                   "perturbation at all?). The main sweep uses the chosen values.")
