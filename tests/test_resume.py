@@ -64,7 +64,8 @@ def test_runtime_knobs_and_bookkeeping_never_make_a_config_differ():
 
     saved = {"method": {"rho": 0.05}, "ckpt_path": None, "decoding": {"num_beams": 10}}
     now = {"method": {"rho": 0.05}, "ckpt_path": "last", "decoding": {"num_beams": 10},
-           "runtime": {"prompt_kv_cache_max_gb": 16}}  # added after the run was saved
+           "runtime": {"prompt_kv_cache_max_gb": 16},  # added after the run was saved
+           "selected": {"eisam": {"rho": 0.05}}}  # compared through the method.* values it resolves into
     assert config_differences(now, saved) == []
     assert config_differences({**now, "method": {"rho": 0.2}}, saved) == ["method.rho"]
     assert config_differences({**now, "decoding": {"search": "beam"}}, saved) == [  # a key gone or new is a change

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Bookkeeping, not the run's setting: where the folder is, how the run was (re)started, and `runtime`,
 # the knobs of how fast it runs (not of what it computes), which may be added or changed between sittings.
 IGNORED = ("ckpt_path", "resume", "paths.output_dir")
-IGNORED_GROUPS = ("runtime.",)
+IGNORED_GROUPS = ("runtime.", "selected.")  # selected.*: compared as the method.* values it sets
 
 
 def reuse_or_resume(cfg: DictConfig) -> dict | None:
