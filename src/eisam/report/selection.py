@@ -43,7 +43,7 @@ def selection_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     95 % bootstrap interval, ``chosen`` (the method's lowest overall mean) and the paired difference
     to the chosen setting (diff, t interval lo/hi, p; empty for the chosen one)."""
     users = valid_users(runs)
-    settings = dict(list(runs.groupby(columns, dropna=False, sort=False)))
+    settings = dict(list(runs.sort_values(columns, kind="stable").groupby(columns, dropna=False, sort=False)))
     means = {setting: _matrix(users, group).mean().mean() for setting, group in settings.items()}
     method_at = columns.index("method")
     best = {}
@@ -78,7 +78,9 @@ def _paired(own: pd.DataFrame, other: pd.DataFrame, name: str) -> dict:
 
 def show_selection(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per setting: validation NLL [interval] and Δ to the chosen setting [interval], p, per group."""
-    shown = table.drop_duplicates(columns)[columns + ["seeds", "n_users"]].reset_index(drop=True)
+    shown = table.drop_duplicates(columns)[columns + ["seeds", "n_users"]].reset_index(drop=True).astype(
+        {column: object for column in columns})
+    shown.loc[shown.method == BASE, columns[2:]] = ""  # base perturbs nothing: its rho and lam mean nothing
     settings = table.drop_duplicates(columns)
     shown["chosen"] = [("reference" if method == BASE else "**chosen**") if chosen else ""
                        for method, chosen in zip(settings.method, settings.chosen)]
