@@ -40,8 +40,9 @@ def _matrix(users: pd.DataFrame, runs) -> pd.DataFrame:
 
 def selection_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per setting and user group (overall, head, tail): seeds, mean validation NLL with its
-    95 % bootstrap interval, ``chosen`` (the method's lowest overall mean) and the paired difference
-    to the chosen setting (diff, t interval lo/hi, p; empty for the chosen one)."""
+    95 % bootstrap interval, ``chosen`` (the method's lowest overall mean) and the paired differences
+    to the chosen setting (diff_vs_chosen, its t interval _lo/_hi, p_vs_chosen; empty for the chosen one)
+    and to method=base (the same, _vs_base; where a base run is among ``runs``)."""
     users = valid_users(runs)
     settings = dict(list(runs.sort_values(columns, kind="stable").groupby(columns, dropna=False, sort=False)))
     means = {setting: _matrix(users, group).mean().mean() for setting, group in settings.items()}
@@ -51,7 +52,7 @@ def selection_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         method = setting[method_at]
         if method not in best or mean < means[best[method]]:
             best[method] = setting
-    base = [setting for setting in settings if setting[method_at] == BASE]
+    base = next((setting for setting in settings if setting[method_at] == BASE), None)
     rows = []
     for setting, group in settings.items():
         chosen = best[setting[method_at]]
@@ -63,8 +64,8 @@ def selection_table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             row["lo"], row["hi"] = bootstrap_ci(own.to_numpy(dtype=float))
             if setting != chosen:
                 row.update(_paired(own, _matrix(members, settings[chosen]), "vs_chosen"))
-            if base and setting[method_at] != BASE:
-                row.update(_paired(own, _matrix(members, settings[base[0]]), "vs_base"))
+            if base and setting != base:
+                row.update(_paired(own, _matrix(members, settings[base]), "vs_base"))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -77,11 +78,11 @@ def _paired(own: pd.DataFrame, other: pd.DataFrame, name: str) -> dict:
 
 
 def show_selection(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One row per setting: validation NLL [interval] and Δ to the chosen setting [interval], p, per group."""
-    shown = table.drop_duplicates(columns)[columns + ["seeds", "n_users"]].reset_index(drop=True).astype(
-        {column: object for column in columns})
+    """One row per setting: validation NLL [interval], and Δ [interval] (p) to the chosen setting and
+    to base, per group."""
+    settings = table.drop_duplicates(columns).reset_index(drop=True)
+    shown = settings[columns + ["seeds", "n_users"]].astype({column: object for column in columns})
     shown.loc[shown.method == BASE, columns[2:]] = ""  # base perturbs nothing: its rho and lam mean nothing
-    settings = table.drop_duplicates(columns)
     shown["chosen"] = [("reference" if method == BASE else "**chosen**") if chosen else ""
                        for method, chosen in zip(settings.method, settings.chosen)]
     for who in GROUPS:
@@ -91,8 +92,8 @@ def show_selection(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             if f"diff_{name}" in one:
                 shown[f"{who} {label} (p)"] = [
                     f"{interval(d, lo, hi)} ({p:.3g})" if pd.notna(d) else ""
-                    for d, lo, hi, p in zip(*(one[f"{key}_{name}{end}"] for key, end in
-                                              (("diff", ""), ("diff", "_lo"), ("diff", "_hi"), ("p", ""))))]
+                    for d, lo, hi, p in zip(one[f"diff_{name}"], one[f"diff_{name}_lo"], one[f"diff_{name}_hi"],
+                                            one[f"p_{name}"])]
     return shown.rename(columns={"n_users": "users"})
 
 
