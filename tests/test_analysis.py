@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import eisam.analysis.prior as prior_mod
 from eisam.report.longtail import binned_hit_rate, frequency_edges
@@ -184,6 +185,14 @@ def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke
     m2 = {**metrics, "run": {**metrics["run"], "method": "other"}}
     m2.pop("prior")
     (other / "metrics.json").write_text(json.dumps(m2))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["method"]["name"] = "other"
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    # a re-evaluation inside the run folder (metrics and predictions, no config) is not a run of its own
+    reeval = run / "reeval"
+    reeval.mkdir()
+    for f in ("predictions.csv", "metrics.json", "item_stats.csv"):
+        shutil.copy(run / f, reeval / f)
 
     out = tmp_path / "study"
     written = main([str(run), str(other), "--out", str(out)])
@@ -197,7 +206,7 @@ def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke
         cell = q[r["prior"]][r["data"]]
         assert r["n_users"] == cell["n_users"]
         assert (pd.isna(r["ndcg@10"]) and cell["ndcg@10"] is None) or r["ndcg@10"] == pytest.approx(cell["ndcg@10"])
-    assert set(rows["method"]) == {"base", "other"}
+    assert set(rows["method"]) == {"base", "other"} and set(rows["run"]) == {str(run), str(other)}
     summary = pd.read_csv(out / "quadrants.csv").query("n_users > 0")  # every filled cell has its interval
     assert (summary["ndcg@10_lo"] <= summary["ndcg@10_mean"]).all()
     assert (summary["ndcg@10_mean"] <= summary["ndcg@10_hi"]).all()

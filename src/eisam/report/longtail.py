@@ -32,7 +32,7 @@ from eisam.analysis.prior import PRIOR_SCORE, spearman
 from eisam.analysis.quadrants import CELLS, DATA_LEVELS, PRIOR_LEVELS, item_quadrants, quadrant_metrics
 from eisam.metrics.ranking import case_hit_ndcg
 from eisam.report.figures import save
-from eisam.report.runs import Run, borrow_prior, finished_runs, load_run
+from eisam.report.runs import Run, borrow_prior, counted_runs, load_run
 from eisam.report.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def _slug(text: str) -> str:
 def write_study(run_dirs: Iterable[str | Path], out: str | Path, k: int = 10) -> dict[str, Path]:
     """Load the runs below ``run_dirs`` and write the study's tables and figures to ``out``."""
     out = Path(out)
-    paths = finished_runs(run_dirs)
+    paths = counted_runs(run_dirs)
     runs = borrow_prior([load_run(p) for p in paths])
     if not runs:
         raise FileNotFoundError(f"no finished run with prior scores under {list(map(str, run_dirs))}")

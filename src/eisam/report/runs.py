@@ -180,9 +180,11 @@ def load_run(run_dir: str | Path) -> Run:
                ItemStats.load(run_dir / ITEM_STATS).table)
 
 
-def finished_runs(paths) -> list[Path]:
-    """The run folders under ``paths`` that hold a metrics.json (a run folder itself counts)."""
-    return [folder for folder in find_run_folders(paths) if (folder / METRICS).exists()]
+def counted_runs(paths) -> list[Path]:
+    """The run folders under ``paths`` that the tables count: finished test runs, the newest of each
+    setting and seed (a re-evaluation folder inside a run, a superseded rerun or a selection run is not one)."""
+    runs = load_runs(paths)
+    return [Path(run) for run in runs.run[(runs.status == "ok") & (runs.split == "test")]]
 
 
 def borrow_prior(runs: list[Run]) -> list[Run]:
