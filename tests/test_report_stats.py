@@ -5,11 +5,13 @@ difference, and the popularity bins of the figure."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from eisam.report.figures import popularity_bins
 from eisam.report.stats import bootstrap_ci, cell_mean, holm, min_detectable_difference, paired_t
+from eisam.report.tables import detectable_note
 
 
 def test_paired_t_averages_each_users_seeds_then_tests_the_differences():
@@ -72,6 +74,17 @@ def test_minimum_detectable_difference():
     assert stats.nct.sf(crit, 9, shift) + stats.nct.cdf(-crit, 9, shift) == pytest.approx(0.8, abs=1e-6)
     assert mdd > 2.801585 * 2 / np.sqrt(10)  # wider than the normal formula
     assert np.isnan(min_detectable_difference(1.0, 1)) and min_detectable_difference(0.0, 50) == 0.0
+
+
+
+def test_detectable_note_says_when_no_user_differs():
+    """A zero std of the paired differences (e.g. both models hit the same single tail user) gives an
+    MDD of 0, which must not read as 'any difference would have been seen'."""
+    table = pd.DataFrame({"dataset": "d", "method": ["eisam", "sam"], "vs": "base", "users": "tail",
+                          "metric": "ndcg@10", "mdd": [0.0, 0.0031], "n_users": 432})
+    note = detectable_note(table, ["dataset", "method"])
+    assert "eisam not estimable: every user's difference is 0 (n = 432)" in note
+    assert "sam 0.0031 (n = 432)" in note and "eisam 0.0000" not in note
 
 
 def test_popularity_bins_keep_targets_without_training_examples_apart_and_ties_together():

@@ -179,7 +179,8 @@ def detectable_note(table: pd.DataFrame, columns: list[str]) -> str:
                 who = [" ".join(str(r[c]) for c in columns if c != "dataset" and pd.notna(r[c]))
                        + (f" ({r['dataset']})" if table.dataset.nunique() > 1 else "") for _, r in rows.iterrows()]
                 lines.append(f"- tail {LABELS[metric]} vs `{reference}`: " + ", ".join(
-                    f"{w} {m:.4f} (n = {n})" for w, m, n in zip(who, rows.mdd, rows.n_users)))
+                    f"{w} {m:.4f} (n = {n})" if m > 0 else f"{w} not estimable: every user's difference is 0 (n = {n})"
+                    for w, m, n in zip(who, rows.mdd, rows.n_users)))
     if not lines:
         return ""
     return (f"Minimum detectable difference at {POWER:.0%} power (paired t-test, two-sided α = {ALPHA}), from the "
