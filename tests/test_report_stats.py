@@ -76,7 +76,6 @@ def test_minimum_detectable_difference():
     assert np.isnan(min_detectable_difference(1.0, 1)) and min_detectable_difference(0.0, 50) == 0.0
 
 
-
 def test_detectable_note_says_when_no_user_differs():
     """A zero std of the paired differences (e.g. both models hit the same single tail user) gives an
     MDD of 0, which must not read as 'any difference would have been seen'."""
