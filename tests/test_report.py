@@ -4,6 +4,7 @@ the report of a real sweep: test_experiments.py."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 
@@ -84,6 +85,10 @@ def test_significance_and_tail_gain_pair_users_with_base_within_seed(tmp_path):
     assert row["diff"] == pytest.approx(np.mean(per_user["eisam"] - per_user["base"]))
     assert (row.lo, row.hi) == pytest.approx(tuple(expected.confidence_interval(0.95)))
     assert row.n_users == N_USERS and row.seeds == 2
+    within = {s: np.mean(case_hit_ndcg(ranks["eisam", s], 10)[1] - case_hit_ndcg(ranks["base", s], 10)[1]) for s in (0, 1)}
+    assert ast.literal_eval(row.by_seed) == pytest.approx(within, abs=1e-6)  # each seed's own difference
+    shown = (tmp_path / "out" / "comparisons.md").read_text()
+    assert "Δ NDCG@10 per seed" in shown and f"s0 {within[0]:+.4f}, s1 {within[1]:+.4f}" in shown
     assert row.p_holm == pytest.approx(row.p)  # one method against base: a family of one
     assert set(comparisons.vs) == {"base"}  # no sam runs: nothing to compare with
     assert "NDCG@10 vs `base`" in (tmp_path / "out" / "report.md").read_text()  # the detectable difference
@@ -120,6 +125,7 @@ def test_reciprocal_rank_holm_over_methods_sam_as_reference_and_targets_in_histo
     shown = (tmp_path / "out" / "accuracy.md").read_text()
     assert "| toy (3 test targets in history) | eisam |" in shown and "| toy | sam |" in shown
     assert "overall MRR" in shown
+    assert "per seed" not in (tmp_path / "out" / "comparisons.md").read_text()  # one seed: the interval says it all
 
 
 def test_longtail_table_averages_nll_tail_share_and_coverage_over_seeds(tmp_path):

@@ -69,7 +69,9 @@ def comparison_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]
     """One row per setting, reference (base, sam), users (overall, head, tail) and per-user score:
     the paired difference (setting minus reference; users matched by id within dataset and seed,
     averaged over seeds), its t interval, p, Holm's p over the table's settings, the minimum
-    detectable difference at 80 % power, the number of users and of paired seeds."""
+    detectable difference at 80 % power, the number of users and of paired seeds, and the mean
+    difference within each seed (``by_seed``, {seed: difference}): the t interval holds the trained
+    models fixed, so whether the seeds agree is the only view of run-to-run variation it leaves."""
     scores = users.set_index(["run", "user"])
     compared = [m for m in COMPARED if users[m].notna().any()]
     rows = []
@@ -86,8 +88,9 @@ def comparison_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]
                 for metric in compared:
                     diff = pd.concat([j[metric] - j[f"{metric}_ref"] for j in (of_group(j, who) for j in joined)], axis=1)
                     test = paired_t(diff.to_numpy(dtype=float))
+                    by_seed = {int(seed): round(float(d), 6) for seed, d in zip(pairs.seed, diff.mean(axis=0))}
                     rows.append({**dict(zip(columns, setting)), "vs": reference, "users": who, "metric": metric,
-                                 "seeds": len(pairs), **test,
+                                 "seeds": len(pairs), **test, "by_seed": dict(sorted(by_seed.items())),
                                  "mdd": min_detectable_difference(test["sd"], test["n_users"])})
     table = pd.DataFrame(rows)
     if table.empty:
@@ -152,9 +155,12 @@ def show_accuracy(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def show_comparisons(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One row per setting, reference and users; per score: difference [interval], p (Holm's p)."""
+    """One row per setting, reference and users; per score: difference [interval], p (Holm's p), and
+    where a comparison paired more than one seed, the difference within each seed."""
     keys = columns + ["vs", "users"]
+    per_seed = [", ".join(f"s{seed} {d:+.4f}" for seed, d in by_seed.items()) for by_seed in table.by_seed]
     wide = table.assign(cell=[interval(d, lo, hi) for d, lo, hi in zip(table["diff"], table.lo, table.hi)],
+                        per_seed=per_seed,
                         test=[f"{_number(p, '{:.3g}')} ({_number(q, '{:.3g}')})" if pd.notna(p) else ""
                               for p, q in zip(table.p, table.p_holm)])
     shown = wide.drop_duplicates(keys)[keys + ["n_users", "seeds"]].reset_index(drop=True)
@@ -163,6 +169,8 @@ def show_comparisons(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         index = pd.MultiIndex.from_frame(shown[keys].astype(object))
         shown[f"Δ {LABELS[metric]}"] = one.cell.reindex(index).to_numpy()
         shown[f"p {LABELS[metric]} (Holm)"] = one.test.reindex(index).to_numpy()
+        if (one.seeds > 1).any():
+            shown[f"Δ {LABELS[metric]} per seed"] = one.per_seed.reindex(index).to_numpy()
     return shown.rename(columns={"n_users": "users paired"})
 
 
@@ -215,7 +223,9 @@ COMPARISON_NOTES = (f"Each setting minus `base` and minus `sam` (same dataset, m
                     f"users matched by id), per-user NDCG@{K}, target NLL (lower is better) and reciprocal rank "
                     f"where exact ranks exist; each user's difference is averaged over the paired seeds. Δ: mean "
                     f"difference [95 % t interval]; p: two-sided paired t-test; Holm: adjusted over the table's "
-                    f"settings for one reference, user group and score.")
+                    f"settings for one reference, user group and score. Per seed: the mean difference within each paired "
+                    f"seed; the interval holds each trained model fixed, so only the seeds' agreement shows how far a "
+                    f"retrained model moves the difference.")
 LONGTAIL_NOTES = (f"NLL: mean token negative log-likelihood of the target item's title given the prompt (teacher "
                   f"forced; lower is better; `mostpop` has no model, so none). tail_share@{K}: fraction of "
                   f"recommended items (top {K}) that are tail items. coverage@{K}: fraction of the catalogue "
