@@ -88,9 +88,9 @@ def comparison_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]
                 for metric in compared:
                     diff = pd.concat([j[metric] - j[f"{metric}_ref"] for j in (of_group(j, who) for j in joined)], axis=1)
                     test = paired_t(diff.to_numpy(dtype=float))
-                    by_seed = {int(seed): round(float(d), 6) for seed, d in zip(pairs.seed, diff.mean(axis=0))}
+                    by_seed = dict(sorted((int(seed), round(float(d), 6)) for seed, d in zip(pairs.seed, diff.mean(axis=0))))
                     rows.append({**dict(zip(columns, setting)), "vs": reference, "users": who, "metric": metric,
-                                 "seeds": len(pairs), **test, "by_seed": dict(sorted(by_seed.items())),
+                                 "seeds": len(pairs), **test, "by_seed": by_seed,
                                  "mdd": min_detectable_difference(test["sd"], test["n_users"])})
     table = pd.DataFrame(rows)
     if table.empty:
