@@ -103,6 +103,22 @@ def test_significance_and_tail_gain_pair_users_with_base_within_seed(tmp_path):
     assert np.isnan(table.loc["base", "tail_gain_vs_base"])
 
 
+def test_a_score_a_method_lacks_leaves_its_per_seed_cell_empty(tmp_path):
+    for method in ("base", "eisam"):
+        for seed in (0, 1):
+            folder = fake_run(tmp_path / "sweep" / f"{method}{seed}", method, seed)
+            if method == "eisam":  # as mostpop writes it: no model, so no target NLL
+                predictions = pd.read_csv(folder / "predictions.csv")
+                predictions.assign(nll=np.nan).to_csv(folder / "predictions.csv", index=False)
+
+    build_report([tmp_path / "sweep"], tmp_path / "out")
+
+    shown = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert shown.query("metric == 'ndcg@10'").by_seed.map(lambda s: len(ast.literal_eval(s))).eq(2).all()
+    rows = [line for line in (tmp_path / "out" / "comparisons.md").read_text().splitlines() if "| eisam |" in line]
+    assert rows and all("nan" not in line and line.endswith("|  |  |  |") for line in rows)
+
+
 def test_reciprocal_rank_holm_over_methods_sam_as_reference_and_targets_in_history(tmp_path):
     rng = np.random.default_rng(3)
     exact = {m: rng.choice([-1, 1, 2, 5, 30], N_USERS) for m in ("base", "sam", "eisam")}

@@ -158,7 +158,8 @@ def show_comparisons(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per setting, reference and users; per score: difference [interval], p (Holm's p), and
     where a comparison paired more than one seed, the difference within each seed."""
     keys = columns + ["vs", "users"]
-    per_seed = [", ".join(f"s{seed} {d:+.4f}" for seed, d in by_seed.items()) for by_seed in table.by_seed]
+    per_seed = [", ".join(f"s{seed} {d:+.4f}" for seed, d in by_seed.items() if pd.notna(d))  # mostpop: no NLL
+                for by_seed in table.by_seed]
     wide = table.assign(cell=[interval(d, lo, hi) for d, lo, hi in zip(table["diff"], table.lo, table.hi)],
                         per_seed=per_seed,
                         test=[f"{_number(p, '{:.3g}')} ({_number(q, '{:.3g}')})" if pd.notna(p) else ""
