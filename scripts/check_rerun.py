@@ -1,0 +1,69 @@
+"""Does a rerun reproduce a committed table? Compares two ``runs.csv`` files (written by
+``python -m eisam.report``) on the runs they share: same task, dataset, method, model, seed and
+method settings. For each shared run it prints the largest absolute difference over the test
+metrics (``test/…``) and names the metrics that differ by more than ``--tol``; the cost columns
+(``cost/…``: wall-clock times, memory) are left out, since they measure the machine, not the model.
+
+    python scripts/check_rerun.py docs/results/main/runs.csv outputs/report/main/runs.csv
+
+Exits 1 when a shared run differs by more than ``--tol`` or when no run is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from eisam.report.tables import markdown
+
+SETTING = ["task", "dataset", "method", "model", "variant", "seed", "weights", "alpha", "rho", "lam",
+           "adaptive", "direction", "groups", "max_train_samples", "max_eval_users"]
+
+
+def _finished(path: Path) -> pd.DataFrame:
+    runs = pd.read_csv(path)
+    missing = [column for column in ["run", "status", *SETTING] if column not in runs.columns]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing}; expected a runs.csv written by `python -m eisam.report`")
+    return runs[runs["status"] == "ok"]
+
+
+def compare(reference: pd.DataFrame, rerun: pd.DataFrame, tol: float) -> tuple[pd.DataFrame, bool]:
+    """One row per shared run: its setting, the largest |difference| over the test metrics and the
+    metrics beyond ``tol``; and whether every shared run is within ``tol``."""
+    metrics = [c for c in reference.columns if c.startswith("test/") and c in rerun.columns]
+    keys = [c for c in SETTING if c in reference.columns]
+    pairs = reference.fillna({k: "" for k in keys}).merge(rerun.fillna({k: "" for k in keys}), on=keys,
+                                                           suffixes=("", "_rerun"))
+    rows = []
+    for _, pair in pairs.iterrows():
+        diff = pd.Series({m: abs(float(pair[m]) - float(pair[f"{m}_rerun"])) for m in metrics}).dropna()
+        beyond = diff[diff > tol]
+        rows.append({"method": pair["method"], "seed": pair["seed"], "metrics compared": len(diff),
+                     "max |difference|": diff.max() if len(diff) else float("nan"),
+                     f"beyond {tol:g}": ", ".join(beyond.index) or "none"})
+    table = pd.DataFrame(rows)
+    return table, bool(len(table)) and (table[f"beyond {tol:g}"] == "none").all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reference", type=Path, help="the committed runs.csv")
+    parser.add_argument("rerun", type=Path, help="the rerun's runs.csv")
+    parser.add_argument("--tol", type=float, default=0.0, help="largest absolute difference that counts as equal")
+    args = parser.parse_args()
+    try:
+        table, same = compare(_finished(args.reference), _finished(args.rerun), args.tol)
+    except ValueError as err:
+        sys.exit(str(err))
+    if table.empty:
+        sys.exit(f"{args.reference} and {args.rerun} share no finished run (same task, method, seed and settings)")
+    print(markdown(table))
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
