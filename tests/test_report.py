@@ -29,7 +29,7 @@ METHODS = {  # name: (kind, weights, direction)
 
 
 def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=True, variant=None,
-             rho=0.05, lam=1.0, groups=4, seconds_per_step=1.0, exact_ranks=None, in_history=0):
+             rho=0.05, lam=1.0, groups=4, seconds_per_step=1.0, exact_ranks=None, in_history=0, numerics=None):
     """A run folder as a multirun job leaves it: .hydra/config.yaml, config.yaml, item_stats.csv and,
     if it finished, predictions.csv (with exact_rank when given) and metrics.json."""
     kind, weights, direction = METHODS[method]
@@ -65,7 +65,7 @@ def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=Tr
     cost = {"train_steps": 10, "seconds_per_step": seconds_per_step, "forward_passes": 20, "backward_passes": 30,
             "peak_memory_mb": 100.0}
     (folder / "metrics.json").write_text(json.dumps({"data": {"test_targets_in_history": in_history}, "test": test,
-                                                     "cost": cost}))
+                                                     "cost": cost, **({"run": {"numerics": numerics}} if numerics else {})}))
     return folder
 
 
@@ -117,6 +117,26 @@ def test_a_score_a_method_lacks_leaves_its_per_seed_cell_empty(tmp_path):
     assert shown.query("metric == 'ndcg@10'").by_seed.map(lambda s: len(ast.literal_eval(s))).eq(2).all()
     rows = [line for line in (tmp_path / "out" / "comparisons.md").read_text().splitlines() if "| eisam |" in line]
     assert rows and all("nan" not in line and line.endswith("|  |  |  |") for line in rows)
+
+
+def test_runs_paired_across_numerics_are_named(tmp_path):
+    avx512, avx2 = "torch 2.13.0, cpu AVX512, 2 threads", "torch 2.13.0, cpu AVX2, 2 threads"
+    fake_run(tmp_path / "same" / "b0", "base", 0, numerics=avx512)
+    fake_run(tmp_path / "same" / "e0", "eisam", 0, numerics=avx512)
+    build_report([tmp_path / "same"], tmp_path / "out_same")
+    assert f"Numerics of every run that records them: {avx512}.\n" in (tmp_path / "out_same" / "report.md").read_text()
+
+    fake_run(tmp_path / "mixed" / "b0", "base", 0, numerics=avx2)  # an earlier sitting on another machine
+    fake_run(tmp_path / "mixed" / "e0", "eisam", 0, numerics=avx512)
+    fake_run(tmp_path / "mixed" / "b1", "base", 1, numerics=avx512)
+    fake_run(tmp_path / "mixed" / "e1", "eisam", 1)  # older than the field: cannot be checked, not a mismatch
+    build_report([tmp_path / "mixed"], tmp_path / "out_mixed")
+    report = (tmp_path / "out_mixed" / "report.md").read_text()
+    assert "**Paired runs with different numerics**" in report and "Not recorded for 1 run(s)" in report
+    assert f"- dataset toy, model tiny, seed 0: base: {avx2}; eisam: {avx512}\n" in report
+    assert "seed 1:" not in report
+    runs = pd.read_csv(tmp_path / "out_mixed" / "runs.csv")
+    assert runs.set_index("run").numerics.isna().sum() == 1
 
 
 def test_reciprocal_rank_holm_over_methods_sam_as_reference_and_targets_in_history(tmp_path):

@@ -11,7 +11,7 @@ from eisam.report.figures import draw_figures
 from eisam.report.runs import K, LONGTAIL, load_runs, per_user, setting_columns, with_reciprocal_rank
 from eisam.report.selection import SELECTION_NOTES, selection_table, show_selection
 from eisam.report.tables import (CELLS, COMPARISON_NOTES, LONGTAIL_NOTES, NOTES, accuracy_table, comparison_table,
-                                 detectable_note, efficiency_table, longtail_table, markdown, missing_section,
+                                 detectable_note, efficiency_table, longtail_table, markdown, missing_section, numerics_note,
                                  show_accuracy, show_comparisons, show_efficiency, show_over_seeds)
 
 
@@ -57,7 +57,8 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
         f"{(runs.status == 'superseded').sum()} superseded (runs.csv lists every run folder).\n",
         missing_section(runs),
         f"## Accuracy (HR@{K}, NDCG@{K})\n\n{CELLS} {NOTES}\n\n{shown['accuracy']}\n{detectable}",
-        f"## Paired comparisons against `base` and `sam`\n\n{COMPARISON_NOTES}\n\n{shown['comparisons']}",
+        f"## Paired comparisons against `base` and `sam`\n\n{COMPARISON_NOTES}\n\n{shown['comparisons']}\n"
+        f"{numerics_note(done)}",
         f"## Long-tail indicators (NLL, tail share, coverage)\n\n{CELLS} {LONGTAIL_NOTES}\n\n{shown['longtail']}",
         f"## Cost per training step\n\n{shown['efficiency']}",
         f"## Figures\n\n{figures}\n",

@@ -80,6 +80,7 @@ def read_run(folder: Path) -> dict | None:
     flat = pd.json_normalize({key: metrics[key] for key in ("test", "valid", "cost") if metrics.get(key)}, sep="/")
     in_history = (metrics.get("data") or {}).get(IN_HISTORY.split("/")[1])
     return {**row, "status": "ok", "reason": "", "time": metrics_file.stat().st_mtime, IN_HISTORY: in_history,
+            "numerics": (metrics.get("run") or {}).get("numerics"),  # absent in runs older than the field
             "split": "test" if "test" in metrics else "valid",  # valid: a test=false (selection) run
             **flat.iloc[0].to_dict()}
 

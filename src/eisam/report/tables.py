@@ -206,6 +206,27 @@ def show_efficiency(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return shown
 
 
+def numerics_note(runs: pd.DataFrame) -> str:
+    """Whether the runs that the comparisons pair share their arithmetic (torch, device kernels,
+    threads; metrics.json ``run.numerics``, absent in older runs). Runs paired across numerics differ by
+    more than their method: on these CPUs another instruction set moves a retrained model about as far
+    as another seed does (docs/reliability.md, "Across machines")."""
+    numerics = runs.numerics if "numerics" in runs else pd.Series(np.nan, runs.index, dtype=object)
+    unrecorded = f" Not recorded for {numerics.isna().sum()} run(s) (older than the field)." if numerics.isna().any() else ""
+    known = numerics.dropna()
+    if known.nunique() <= 1:
+        return (f"Numerics of every run that records them: {known.iloc[0]}." if len(known) else
+                "Numerics not recorded.") + unrecorded + "\n"
+    mixed = [f"- {', '.join(f'{c} {v}' for c, v in zip(PAIRED, key) if v != 'None')}: "
+             + "; ".join(f"{row.method}: {numerics[row.Index]}" for row in group.itertuples() if pd.notna(numerics[row.Index]))
+             for key, group in runs.groupby(runs[PAIRED].map(str).apply(tuple, axis=1), sort=True)
+             if known.reindex(group.index).nunique() > 1]
+    if not mixed:
+        return "Numerics: paired runs share theirs; unpaired runs differ (runs.csv)." + unrecorded + "\n"
+    return ("**Paired runs with different numerics** (torch, device kernels, threads): their differences mix the "
+            "method with the machine." + unrecorded + "\n\n" + "\n".join(mixed) + "\n")
+
+
 def missing_section(runs: pd.DataFrame) -> str:
     missing = runs[runs.status == "missing"]
     lines = [f"- `{row.run}` ({row.method}, {row.dataset}, seed {row.seed}): {row.reason}" for row in missing.itertuples()]
