@@ -33,13 +33,14 @@ def test_shared_runs_are_compared_on_test_metrics_only():
     script = load_script()
     reference = runs("old", [("base", 0, 0.0087, 0.86), ("sam", 0, 0.0095, 1.84)])
     rerun = runs("new", [("base", 0, 0.0087, 0.97), ("imbsam", 0, 0.0091, 2.10)])
+    rerun["max_train_samples"] = rerun.max_train_samples.astype(float)  # 5000.0 where a column holds a NaN
     table, same = script.compare(reference, rerun, tol=0.0)
     assert same  # the cost column differs (0.86 vs 0.97 s/step), the test metric does not
-    assert table[["method", "seed", "metrics compared"]].values.tolist() == [["base", 0, 1]]
+    assert table[["method", "seed", "metrics compared", "beyond 0"]].values.tolist() == [["base", "0", 1, 0]]
 
     rerun.loc[0, "test/overall/ndcg@10"] = 0.0088
     table, same = script.compare(reference, rerun, tol=0.0)
-    assert not same and table.loc[0, "beyond 0"] == "test/overall/ndcg@10"
+    assert not same and table.loc[0, "beyond 0"] == 1 and table.loc[0, "largest in"] == "test/overall/ndcg@10"
     assert abs(table.loc[0, "max |difference|"] - 0.0001) < 1e-12
     assert script.compare(reference, rerun, tol=0.001)[1]
 

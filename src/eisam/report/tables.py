@@ -212,11 +212,12 @@ def numerics_note(runs: pd.DataFrame) -> str:
     more than their method: on these CPUs another instruction set moves a retrained model about as far
     as another seed does (docs/reliability.md, "Across machines")."""
     numerics = runs.numerics if "numerics" in runs else pd.Series(np.nan, runs.index, dtype=object)
-    unrecorded = f" Not recorded for {numerics.isna().sum()} run(s) (older than the field)." if numerics.isna().any() else ""
     known = numerics.dropna()
-    if known.nunique() <= 1:
-        return (f"Numerics of every run that records them: {known.iloc[0]}." if len(known) else
-                "Numerics not recorded.") + unrecorded + "\n"
+    if known.empty:
+        return "Numerics not recorded (runs older than the field).\n"
+    unrecorded = f" Not recorded for {numerics.isna().sum()} run(s) (older than the field)." if numerics.isna().any() else ""
+    if known.nunique() == 1:
+        return f"Numerics of every run that records them: {known.iloc[0]}.{unrecorded}\n"
     mixed = [f"- {', '.join(f'{c} {v}' for c, v in zip(PAIRED, key) if v != 'None')}: "
              + "; ".join(f"{row.method}: {numerics[row.Index]}" for row in group.itertuples() if pd.notna(numerics[row.Index]))
              for key, group in runs.groupby(runs[PAIRED].map(str).apply(tuple, axis=1), sort=True)
