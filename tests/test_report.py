@@ -119,6 +119,17 @@ def test_a_score_a_method_lacks_leaves_its_per_seed_cell_empty(tmp_path):
     assert rows and all("nan" not in line and line.endswith("|  |  |  |") for line in rows)
 
 
+def test_other_reference_methods_on_request(tmp_path):
+    for seed in (0, 1):
+        for method in ("base", "sam", "eisam"):
+            fake_run(tmp_path / "runs" / f"{method}{seed}", method, seed)
+    build_report([tmp_path / "runs"], tmp_path / "out", references=("eisam",))
+    table = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert set(table.vs) == {"eisam"} and set(table.method) == {"base", "sam"}
+    assert "## Paired comparisons against `eisam`" in (tmp_path / "out" / "report.md").read_text()
+    assert "vs `eisam`" in (tmp_path / "out" / "report.md").read_text()  # its minimum detectable differences
+
+
 def test_runs_paired_across_numerics_are_named(tmp_path):
     avx512, avx2 = "torch 2.13.0, cpu AVX512, 2 threads", "torch 2.13.0, cpu AVX2, 2 threads"
     fake_run(tmp_path / "same" / "b0", "base", 0, numerics=avx512)

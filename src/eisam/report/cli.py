@@ -10,12 +10,13 @@ import pandas as pd
 from eisam.report.figures import draw_figures
 from eisam.report.runs import K, LONGTAIL, load_runs, per_user, setting_columns, with_reciprocal_rank
 from eisam.report.selection import SELECTION_NOTES, selection_table, show_selection
-from eisam.report.tables import (CELLS, COMPARISON_NOTES, LONGTAIL_NOTES, NOTES, accuracy_table, comparison_table,
-                                 detectable_note, efficiency_table, longtail_table, markdown, missing_section, numerics_note,
-                                 show_accuracy, show_comparisons, show_efficiency, show_over_seeds)
+from eisam.report.tables import (CELLS, COMPARISON_NOTES, LONGTAIL_NOTES, NOTES, REFERENCES, accuracy_table,
+                                 comparison_table, detectable_note, efficiency_table, longtail_table, markdown,
+                                 missing_section, numerics_note, show_accuracy, show_comparisons, show_efficiency, show_over_seeds)
 
 
-def build_report(paths, out: Path | None = None, only: str | None = None) -> tuple[pd.DataFrame, Path]:
+def build_report(paths, out: Path | None = None, only: str | None = None,
+                 references=REFERENCES) -> tuple[pd.DataFrame, Path]:
     """Writes runs.csv, missing.md and, unless ``only`` says otherwise, the tables (accuracy,
     comparisons, longtail, efficiency; Markdown and CSV, gathered in report.md) and the figures into
     ``out`` (default: outputs/report/<task name of the runs>). Returns the runs and ``out``."""
@@ -39,7 +40,7 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
         draw_figures(done, users, accuracy, columns, out)
     if only == "figures":
         return runs, out
-    comparisons = comparison_table(done, users, columns)
+    comparisons = comparison_table(done, users, columns, references)
     shown = {}
     for name, table, show in (("accuracy", accuracy, show_accuracy),
                               ("comparisons", comparisons, show_comparisons),
@@ -57,7 +58,7 @@ def build_report(paths, out: Path | None = None, only: str | None = None) -> tup
         f"{(runs.status == 'superseded').sum()} superseded (runs.csv lists every run folder).\n",
         missing_section(runs),
         f"## Accuracy (HR@{K}, NDCG@{K})\n\n{CELLS} {NOTES}\n\n{shown['accuracy']}\n{detectable}",
-        f"## Paired comparisons against `base` and `sam`\n\n{COMPARISON_NOTES}\n\n{shown['comparisons']}\n"
+        f"## Paired comparisons against {' and '.join(f'`{r}`' for r in references)}\n\n{COMPARISON_NOTES}\n\n{shown['comparisons']}\n"
         f"{numerics_note(done)}",
         f"## Long-tail indicators (NLL, tail share, coverage)\n\n{CELLS} {LONGTAIL_NOTES}\n\n{shown['longtail']}",
         f"## Cost per training step\n\n{shown['efficiency']}",
@@ -85,8 +86,10 @@ def main(argv=None) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="sweep folders (or run folders, or their parents)")
     parser.add_argument("--out", type=Path, help="default: outputs/report/<task name of the runs>")
     parser.add_argument("--only", choices=("tables", "figures"), help="write only the tables or only the figures")
+    parser.add_argument("--references", nargs="+", default=list(REFERENCES), metavar="METHOD",
+                        help=f"methods every other method is paired with (default: {' '.join(REFERENCES)})")
     args = parser.parse_args(argv)
-    runs, out = build_report(args.paths, args.out, args.only)
+    runs, out = build_report(args.paths, args.out, args.only, tuple(args.references))
     counts = runs.status.value_counts()
     print(f"report: {out} ({counts.get('ok', 0)} runs, {counts.get('missing', 0)} missing, "
           f"{counts.get('superseded', 0)} superseded)")

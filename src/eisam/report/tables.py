@@ -1,5 +1,6 @@
 """The report's tables (a frame for CSV, a shown frame for Markdown): accuracy, long-tail
-indicators, paired comparisons against ``base`` and ``sam``, and cost per training step."""
+indicators, paired comparisons against reference methods (``base`` and ``sam`` unless told), and
+cost per training step."""
 
 from __future__ import annotations
 
@@ -65,8 +66,9 @@ def longtail_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]) 
     return pd.DataFrame([row for _, row in over_seeds(runs, users, columns, LONGTAIL)])
 
 
-def comparison_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One row per setting, reference (base, sam), users (overall, head, tail) and per-user score:
+def comparison_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str],
+                     references=REFERENCES) -> pd.DataFrame:
+    """One row per setting, reference (default base, sam), users (overall, head, tail) and per-user score:
     the paired difference (setting minus reference; users matched by id within dataset and seed,
     averaged over seeds), its t interval, p, Holm's p over the table's settings, the minimum
     detectable difference at 80 % power, the number of users and of paired seeds, and the mean
@@ -75,7 +77,7 @@ def comparison_table(runs: pd.DataFrame, users: pd.DataFrame, columns: list[str]
     scores = users.set_index(["run", "user"])
     compared = [m for m in COMPARED if users[m].notna().any()]
     rows = []
-    for reference in REFERENCES:
+    for reference in references:
         ref = runs[runs.method == reference]
         for setting, group in runs.groupby(columns, dropna=False, sort=False):
             pairs = group[PAIRED + ["run"]].map(str).merge(ref[PAIRED + ["run"]].map(str), on=PAIRED,
@@ -180,7 +182,7 @@ def detectable_note(table: pd.DataFrame, columns: list[str]) -> str:
     if table.empty:
         return ""
     lines = []
-    for reference in REFERENCES:
+    for reference in table.vs.unique():
         for metric in (f"ndcg@{K}", "nll"):
             rows = table[(table.vs == reference) & (table.users == "tail") & (table.metric == metric)
                          & table.mdd.notna()]
@@ -242,7 +244,7 @@ NOTES = (f"head/tail: users whose target is a head/tail item (top 20 % of items 
          f"search's cap. Tail gain: relative change of tail NDCG@{K} over `base` with the same dataset, model, "
          f"subsampling and seeds. A dataset shows how many test targets sat in the prompt history when any did. "
          f"Paired tests: next section.")
-COMPARISON_NOTES = (f"Each setting minus `base` and minus `sam` (same dataset, model, subsampling and seed; "
+COMPARISON_NOTES = (f"Each setting minus each reference method (same dataset, model, subsampling and seed; "
                     f"users matched by id), per-user NDCG@{K}, target NLL (lower is better) and reciprocal rank "
                     f"where exact ranks exist; each user's difference is averaged over the paired seeds. Δ: mean "
                     f"difference [95 % t interval]; p: two-sided paired t-test; Holm: adjusted over the table's "
