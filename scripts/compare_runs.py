@@ -47,9 +47,10 @@ def compare(folders: list[Path], labels: list[str]) -> str:
             _difference(paired_t(paired["nll"] - paired["nll_ref"]))]
         ndcg_valid = " / ".join(f"{valid[g][ndcg]:.3f}" for g in ("overall", "head", "tail")) if valid else "-"
         hr_valid = f"{valid['overall'][f'hr@{K}']:.3f}" if valid else "-"
+        val_nll = (metrics.get("selection") or {}).get("best_val_nll")  # None: no checkpoint was validated
         lines.append(
             f"| {label} | {cost['train_steps']} | {cost['train_seconds']:.0f} | "
-            f"{metrics['selection']['best_val_nll']:.4f} | {hr_valid} | {ndcg_valid} | "
+            f"{'-' if val_nll is None else f'{val_nll:.4f}'} | {hr_valid} | {ndcg_valid} | "
             f"{_interval(frame[ndcg].mean(), *bootstrap_ci(frame[ndcg]))} | "
             f"{_interval(frame['nll'].mean(), *bootstrap_ci(frame['nll']))} | {deltas[0]} | {deltas[1]} |")
     n_valid = (json.loads((folders[0] / METRICS).read_text()).get("valid") or {}).get("n_users", {}).get("overall")
