@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from eisam.report.runs import SETTING as METHOD_SETTING
 from eisam.report.tables import markdown
 
-SETTING = ["task", "dataset", "method", "model", "variant", "seed", "weights", "alpha", "rho", "lam",
-           "adaptive", "direction", "groups", "max_train_samples", "max_eval_users"]
+SETTING = ["task", *METHOD_SETTING, "seed"]  # what makes two rows of two runs.csv files the same run
 
 
 def _finished(path: Path) -> pd.DataFrame:

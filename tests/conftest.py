@@ -3,6 +3,7 @@ sweep logged to wandb (offline), read by the experiment and the dashboard tests.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 import subprocess
@@ -68,3 +69,16 @@ def wandb_records(path: Path):
         pos += 7 + length
         if kind in (1, 4):
             yield Record.FromString(record)
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, importable the way `python scripts/<name>.py` sees its folder."""
+    path = Path(CONFIG_PATH).parent / "scripts" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(path.parent))

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_rerun.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("check_rerun", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def runs(folder: str, rows: list[tuple[str, int, float, float]]) -> pd.DataFrame:
@@ -30,7 +25,7 @@ def runs(folder: str, rows: list[tuple[str, int, float, float]]) -> pd.DataFrame
 
 
 def test_shared_runs_are_compared_on_test_metrics_only():
-    script = load_script()
+    script = load_script("check_rerun")
     reference = runs("old", [("base", 0, 0.0087, 0.86), ("sam", 0, 0.0095, 1.84)])
     rerun = runs("new", [("base", 0, 0.0087, 0.97), ("imbsam", 0, 0.0091, 2.10)])
     rerun["max_train_samples"] = rerun.max_train_samples.astype(float)  # 5000.0 where a column holds a NaN

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +9,10 @@ import pandas as pd
 import pytest
 
 from eisam.run_files import ITEM_STATS, PREDICTIONS
+from conftest import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_decoders.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("compare_decoders", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_predictions(folder: Path, users, targets, lists, groups) -> None:
@@ -38,7 +32,7 @@ def test_decoders_are_paired_by_user_and_compared_per_group(tmp_path):
     (tmp_path / ITEM_STATS).rename(run / ITEM_STATS)
     write_predictions(reeval, ["c", "a", "x"], [20, 0, 7], [exact[2], exact[0], exact[0]], groups)  # x: not in run
 
-    module = load_script()
+    module = load_script("compare_decoders")
     users = module.decoded_users(run, reeval)
     assert sorted(users.index) == ["a", "c"]
     assert users.overlap.to_dict() == {"a": 5, "c": 10}

@@ -3,7 +3,6 @@ catches a step that does not restore θ, and its Qwen2-0.5B shape is the publish
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,20 +15,12 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from eisam.entry import CONFIG_PATH
 from eisam.optim import ItemwiseSAM
+from conftest import load_script
 
 ROOT = Path(CONFIG_PATH).parent
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 
-def load_script():
-    sys.path.insert(0, str(SCRIPT.parent))  # as `python scripts/gpu_check.py` sees it: bench_* importable
-    try:
-        spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
 
 
 def test_tiny_gpu_check_on_cpu_writes_every_section(tmp_path):
@@ -41,7 +32,7 @@ def test_tiny_gpu_check_on_cpu_writes_every_section(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "gpu_check.json").read_text())
-    gpu_check = load_script()
+    gpu_check = load_script("gpu_check")
 
     assert result["model"]["shape"] == "tiny" and result["machine"]["device"] == "CPU (no GPU)"
     rows = {r["method"]: r for r in result["steps"]["rows"]}
@@ -66,7 +57,7 @@ def test_tiny_gpu_check_on_cpu_writes_every_section(tmp_path):
 
 
 def test_theta_watcher_catches_a_step_that_does_not_restore(one_thread):
-    watch_theta = load_script().watch_theta
+    watch_theta = load_script("gpu_check").watch_theta
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
@@ -95,7 +86,7 @@ def leaky(params, direction):
 
 
 def test_qwen2_shape_is_the_published_one():
-    shape = load_script().SHAPES["qwen2_0_5b"]
+    shape = load_script("gpu_check").SHAPES["qwen2_0_5b"]
     with torch.device("meta"):  # no memory, no weights
         model = Qwen2ForCausalLM(Qwen2Config(**shape, tie_word_embeddings=True))
     assert sum(p.numel() for p in model.parameters()) == 494_032_768  # Qwen2-0.5B

@@ -143,7 +143,7 @@ def total_train_steps(cfg: DictConfig, n_train: int) -> int:
 def numerics() -> str:
     """What fixes a run's floating-point arithmetic beside its config: the torch version, the device
     torch picks with its kernels (the CPU's instruction set, or the GPU) and the thread count. The same
-    config and seed under other numerics trains another model (docs/reliability.md, "Across machines")."""
+    config and seed under other numerics gives slightly different floats (docs/reliability.md, "Across machines")."""
     device = (f"cuda {torch.cuda.get_device_name()}" if torch.cuda.is_available()
               else f"cpu {torch.backends.cpu.get_cpu_capability()}")
     return f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads"
