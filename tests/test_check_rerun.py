@@ -12,8 +12,6 @@ from conftest import load_script
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_rerun.py"
 
 
-
-
 def runs(folder: str, rows: list[tuple[str, int, float, float]]) -> pd.DataFrame:
     """runs.csv rows (method, seed, test NDCG@10, seconds per step), settings as the report writes them."""
     setting = {"task": "main", "dataset": "ml-100k", "model": "smollm2_135m", "variant": None, "weights": "uniform",

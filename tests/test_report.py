@@ -62,8 +62,8 @@ def fake_run(folder, method="base", seed=0, ranks=None, task="main", finished=Tr
     for group, mask in (("overall", np.ones(N_USERS, bool)), ("head", head[targets]), ("tail", ~head[targets])):
         test[group]["nll"] = float(nll[mask].mean())
     test["tail_share@10"], test["coverage@10"] = float(rng.uniform()), float(rng.uniform())
-    cost = {"train_steps": 10, "seconds_per_step": seconds_per_step, "forward_passes": 20, "backward_passes": 30,
-            "peak_memory_mb": 100.0}
+    cost = {"train_steps": 10, "train_seconds": 10 * seconds_per_step, "seconds_per_step": seconds_per_step,
+            "forward_passes": 20, "backward_passes": 30, "peak_memory_mb": 100.0}
     (folder / "metrics.json").write_text(json.dumps({"data": {"test_targets_in_history": in_history}, "test": test,
                                                      "cost": cost, **({"run": {"numerics": numerics}} if numerics else {})}))
     return folder
