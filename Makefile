@@ -25,7 +25,7 @@ test: $(STAMP)
 
 # `make reproduce`: the paper's sweeps at SCALE, each followed by its report (tables and figures) in
 # outputs/report/<experiment>/. SCALE=cpu (default): `main` on ml100k at the powered scale=cpu preset
-# (5,000 training samples, all 943 test users), the issue's minimum in two stages, most decisive first:
+# (5,000 training samples, all 943 test users), three seeds of the core methods in two stages, most decisive first:
 # seed 0 of mostpop, base, eisam and sam; seeds 1 and 2 of base, eisam and sam. `make reproduce-more`
 # adds seed 0 of the other methods (eisam_fast, imbsam, reweight_ips, reweight_cb) to the same sweep
 # folder and rebuilds the report with them. Measured per-job times and totals, per machine, are in
