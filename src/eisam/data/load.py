@@ -11,6 +11,10 @@ Decisions (all recorded in `RecData.info`):
 - The catalogue is the items left in the filtered interactions, indexed 0..M-1 in token order
   (numeric order when every token is a number, e.g. ml-100k item_idx i is item id i+1).
 - Item statistics are computed on the training samples actually used (after subsampling).
+- Times are numbers or ISO-8601 date-times (converted to seconds since 1970 UTC), never a mix:
+  `time_format`. Interactions of one user at the same time keep their file order; `time_ties`
+  counts those that share their (user, time) with an earlier kept row.
+- Malformed files stop before any model is loaded (docs/hostile_inputs.md lists the cases).
 """
 from __future__ import annotations
 
@@ -46,11 +50,12 @@ def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Ma
                   title_max_words=title_max_words, max_train_samples=max_train_samples,
                   max_eval_users=max_eval_users, root=root, rm_dup_inter=rm_dup_inter, encoding=encoding)
     fields = {**FIELDS, **dict(fields or {})}
-    inter, items, files = _read(name, source, root, fields, synthetic, encoding)
+    inter, items, files, time_format = _read(name, source, root, fields, synthetic, encoding)
     raw = {"n_users": inter["user"].nunique(), "n_items": inter["item"].nunique(), "n_interactions": len(inter)}
     inter, n_exact, n_repeated = _deduplicate(inter, name=name, rm_dup_inter=rm_dup_inter)
     items["title"] = _item_text(items, title_max_words)
     inter, dropped = _filter(inter, items, name=name, split=split, k_core=k_core)
+    n_ties = _time_ties(inter, name)
     catalogue, n_suffixed = _catalogue(inter, items)
     users, seqs, times = _sequences(inter, catalogue["item_id"])
     train, valid, test = split_samples(users, seqs, times, split, history_len)
@@ -73,7 +78,7 @@ def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Ma
         "synthetic": dict(synthetic or {}) if source == "synthetic" else None,
         "encoding": None if source == "synthetic" else encoding, "rm_dup_inter": rm_dup_inter,
         "split": split, "k_core": k_core, "history_len": history_len, "head_ratio": head_ratio,
-        "title_max_words": title_max_words,
+        "title_max_words": title_max_words, "time_format": time_format, "time_ties": n_ties,
         "n_users": len(users), "n_items": len(catalogue), "n_interactions": len(inter),
         "raw": raw, "dropped_exact_duplicates": n_exact, "dropped_repeated_pairs": n_repeated, "dropped": dropped,
         "n_titles_suffixed": n_suffixed,
@@ -124,26 +129,39 @@ def _is_codec(name) -> bool:
 
 
 def _read(name: str, source: str, root: str | None, fields: dict, synthetic: Mapping | None, encoding: str):
-    """(interactions [user, item, time], items [item, title(, year)], files read)."""
+    """(interactions [user, item, time], items [item, title(, year)], files read, time format);
+    file frames are indexed by line number."""
     if source == "synthetic":
-        return *synthetic_frames(synthetic), []
+        return *synthetic_frames(synthetic), [], None
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise DataError(f"data.fields: unknown role(s) {unknown}; roles are {list(FIELDS)}")
     folder = recbole_root(name) if source == "recbole_wheel" else Path(root)
+    if not folder.is_dir():
+        raise DataError(f"data.root={root!r}: folder not found; expected a folder holding {name}.inter and {name}.item")
     inter_path, item_path = folder / f"{name}.inter", folder / f"{name}.item"
     roles = ["item", "title"] + (["year"] if fields["year"] else [])
     inter_cols = atomic_columns(inter_path, {r: fields[r] for r in ("user", "item", "time")}, encoding)
     item_cols = atomic_columns(item_path, {r: fields[r] for r in roles}, encoding)
-    inter, items = read_atomic(inter_path, inter_cols, encoding), read_atomic(item_path, item_cols, encoding)
-    inter["time"] = parse_time(inter["time"], inter_path, fields["time"])
-    twice = items.loc[items["item"].duplicated(), "item"]
-    if len(twice):
-        raise DataError(f"{item_path}: item id(s) listed more than once: {twice.head(5).tolist()}")
-    absent = inter.loc[~inter["item"].isin(items["item"]), "item"].unique()
+    inter = read_atomic(inter_path, inter_cols, encoding, ids=("user", "item"))
+    items = read_atomic(item_path, item_cols, encoding, ids=("item",))
+    inter["time"], time_format = parse_time(inter["time"], inter_path, fields["time"])
+    _check_item_ids(inter, items, inter_path, item_path)
+    return inter, items, [inter_path, item_path], time_format
+
+
+def _check_item_ids(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Path, item_path: Path) -> None:
+    """Each item is listed once in the item file and every interacted item is listed; errors give line numbers."""
+    repeated = items[items["item"].duplicated(keep=False)]
+    if len(repeated):
+        lines = repeated.index.astype(str).to_series().groupby(repeated["item"].to_numpy(), sort=False).agg(", ".join)
+        where = "; ".join(f"{item!r} on lines {numbers}" for item, numbers in lines.head(5).items())
+        raise DataError(f"{item_path}: item id(s) listed more than once, expected once each: {where}")
+    absent = inter[~inter["item"].isin(items["item"])]
     if len(absent):
-        raise DataError(f"{inter_path}: {len(absent)} item id(s) absent from {item_path}, e.g. {absent[:5].tolist()}")
-    return inter, items, [inter_path, item_path]
+        examples = absent["item"].unique()[:5].tolist()
+        raise DataError(f"{inter_path}, line {absent.index[0]}: item id {absent['item'].iloc[0]!r} is absent from "
+                        f"{item_path}; {absent['item'].nunique()} item id(s) in all are absent, e.g. {examples}")
 
 
 def _item_text(items: pd.DataFrame, max_words: int | None) -> list[str]:
@@ -190,6 +208,14 @@ def _filter(inter: pd.DataFrame, items: pd.DataFrame, *, name: str, split: str, 
         raise DataError(f"{name}: no user has >= {min_len} interactions, as data.split={split} needs "
                         f"(after data.k_core={k_core} and dropping items with empty titles)")
     return inter, dropped
+
+
+def _time_ties(inter: pd.DataFrame, name: str) -> int:
+    """Interactions sharing their (user, time) with an earlier row: their order is file order, not time."""
+    n = int(inter.duplicated(["user", "time"]).sum())
+    if n:
+        log.info("%s: %d interaction(s) share their user's timestamp with an earlier one; kept in file order", name, n)
+    return n
 
 
 def _catalogue(inter: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -8,7 +8,14 @@ equals a single-process step on the concatenated batch (equal per-worker batch s
 from __future__ import annotations
 
 import torch
+import torch._dynamo  # noqa: F401  (before any process group: see below)
 import torch.distributed as dist
+
+# torch.optim's optimizers import torch._dynamo when the first one is built. Imported after
+# init_process_group, dynamo keeps a reference to the default group, so destroy_process_group no
+# longer stops gloo's worker threads: they are still running when the interpreter exits, and the
+# process aborts ("terminate called without an active exception", SIGABRT) about one run in thirty.
+# Importing dynamo with this module puts it before any group its caller creates.
 
 
 def all_reduce_mean(tensors: list[torch.Tensor]) -> None:
