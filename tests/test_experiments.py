@@ -18,7 +18,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from eisam.entry import CONFIG_PATH
-from eisam.pipeline import validate_config
+from eisam.config_check import validate_config
 from eisam.report import build_report
 from eisam.train import objective_value
 

@@ -10,7 +10,8 @@ import torch
 from eisam.models import apply_lora, build_tiny_llama, response_nll
 from eisam.models.prefix_cache import load_or_build
 from eisam.models.response_loss import IGNORE
-from eisam.pipeline import train, validate_config
+from eisam.config_check import validate_config
+from eisam.pipeline import train
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Fargo (1996)", "Casino (1995)"]
 

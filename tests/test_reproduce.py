@@ -138,7 +138,7 @@ def test_run_of_another_config_is_replaced_not_reused(run_folder, caplog):
 def test_every_job_of_the_cpu_sweep_passes_the_config_checks(tmp_path, method):
     """scale=cpu turns the prior instrument on for every job: mostpop, which has no model, must run anyway."""
     from eisam.entry import compose_config
-    from eisam.pipeline import validate_config
+    from eisam.config_check import validate_config
 
     validate_config(compose_config(tmp_path, "experiment=main", "scale=cpu", "data=ml100k", f"method={method}"))
 

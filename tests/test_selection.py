@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from eisam.pipeline import train, validate_config
+from eisam.config_check import validate_config
+from eisam.pipeline import train
 from eisam.report import build_report
 from eisam.report.selection import selection_table
 from eisam.run_files import VALID_NLL

@@ -22,8 +22,9 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     same seed, same adapters, so it stands for that selection job in the selection table (a main-sweep
     run at the default rho need not be trained a second time to join the rho search).
     """
-    from eisam.pipeline import MOST_POPULAR, attach_prefix_cache, build, test_and_write, validate_and_write
-    from eisam.run_files import ADAPTER, RESOLVED_CONFIG, check_writable
+    from eisam.config_check import MOST_POPULAR, validate_config
+    from eisam.pipeline import attach_prefix_cache, build, test_and_write, validate_and_write
+    from eisam.run_files import ADAPTER, RESOLVED_CONFIG
 
     config_file, adapter = run_dir / RESOLVED_CONFIG, run_dir / ADAPTER
     if not config_file.exists():
@@ -35,7 +36,7 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
         raise FileNotFoundError(f"run_dir={run_dir}: {adapter.name} not found; is it a finished run folder?")
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
-    check_writable(out_dir)
+    validate_config(cfg)
     _, model, datamodule = build(cfg, adapter_dir=adapter)
     attach_prefix_cache(cfg, model, datamodule)  # the run's own fast path: its NLL, to float precision
     extra = {"reevaluated_from": str(run_dir)}

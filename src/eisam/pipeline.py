@@ -1,11 +1,11 @@
-"""The steps shared by the entry points: validate, build data and model, train, test, write files."""
+"""The steps shared by the entry points: build data and model, train, test, write files (after
+``eisam.config_check.validate_config``)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-import re
 import time
 from pathlib import Path
 
@@ -15,71 +15,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from eisam.analysis.study import ensure_prior, longtail_results
-from eisam.decoding.evaluate_split import check_decoding, evaluate_split, teacher_forced_nll
+from eisam.config_check import MOST_POPULAR, validate_config
+from eisam.decoding.evaluate_split import evaluate_split, teacher_forced_nll
 from eisam.lightning.datamodule import RecDataModule
 from eisam.memory import track_peak_memory
 from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
-from eisam.models.backbone import torch_dtype, backbone_layers, check_backbone
-from eisam.models.lora import check_top_layers
+from eisam.models.backbone import torch_dtype
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
-from eisam.run_files import (ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, check_writable,
-                             write_csv, write_json)
+from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, write_csv, write_json
 
 log = logging.getLogger(__name__)
-MOST_POPULAR = "mostpop"  # method.kind of the no-model floor (conf/method/mostpop.yaml)
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Cheap checks of every config value, run before any data or model is loaded."""
-    check_writable(Path(cfg.paths.output_dir))
-    check_backbone(cfg.model.backbone)
-    check_fast_path(cfg)
-    check_decoding(cfg.decoding)
-    for key in ("train", "test"):
-        if not isinstance(cfg[key], bool):
-            raise ValueError(f"{key} must be true or false, got {cfg[key]!r}")
-    for key in ("batch_size", "eval_batch_size", "micro_batches"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    if cfg.micro_batches > cfg.batch_size:
-        raise ValueError(f"micro_batches ({cfg.micro_batches}) must be <= batch_size ({cfg.batch_size})")
-    objective = cfg.get("objective", "val/nll")
-    if not (objective == "val/nll" or re.fullmatch(r"valid/((overall|head|tail)/)?(nll|(hr|ndcg)@\d+)", objective)):
-        raise ValueError(f"objective must be val/nll or valid/[group/]metric (never test), got {objective!r}")
-    if objective.startswith("valid/") and not cfg.get("valid_decode"):
-        raise ValueError(f"objective={objective} needs valid_decode=true")
-    if cfg.method.get("kind") == MOST_POPULAR:
-        if not cfg.test:
-            raise ValueError("test=false scores the validation users' target NLL with the model; method=mostpop has none")
-        return
-    # The method validates its own hyperparameters on construction; a one-parameter dry build
-    # runs those checks without a model.
-    # The catalogue is a stand-in large enough for any group count.
-    dummy = [torch.nn.Parameter(torch.zeros(1))]
-    n_train = torch.arange(1024, 0, -1)
-    try:
-        instantiate(cfg.method)(params=dummy, n_train=n_train, head_mask=n_train > 820)
-    except ValueError as err:
-        raise ValueError(f"method={cfg.method.name} (keys method.*): {err}") from err
-
-
-def check_fast_path(cfg: DictConfig) -> None:
-    """``model.lora.top_layers`` and ``model.prefix_cache``, checked against the backbone's layer count."""
-    top_layers = cfg.model.lora.get("top_layers")
-    num_layers = backbone_layers(cfg.model.backbone)
-    check_top_layers(top_layers, num_layers)
-    if not cfg.model.get("prefix_cache"):
-        return
-    if top_layers is None:
-        raise ValueError("model.prefix_cache=true needs model.lora.top_layers (LoRA on the top N layers only): "
-                         "with adapters on every layer there is no frozen prefix to cache")
-    if num_layers is not None and top_layers == num_layers:
-        raise ValueError(f"model.prefix_cache=true with model.lora.top_layers={top_layers} (every layer) leaves "
-                         "no frozen prefix to cache; lower top_layers or set model.prefix_cache=false")
-    torch_dtype(cfg.model.get("prefix_cache_dtype", "float32"), "model.prefix_cache_dtype")
 
 
 def autocast_dtype(precision) -> torch.dtype | None:

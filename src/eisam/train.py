@@ -21,24 +21,27 @@ def main(cfg: DictConfig) -> float | None:
 
     A job whose run folder holds a finished run of the same resolved config is skipped (its
     metrics are reused); one with an unfinished run of it resumes from the last checkpoint
-    (``eisam.resume``; ``resume=false`` runs it again regardless). A failed job leaves its
-    traceback in the run folder's error.txt (the report names the run as missing), ends its
-    wandb run as failed and re-raises. A single run exits non-zero. In a
+    (``eisam.resume``; ``resume=false`` runs it again regardless). The config is checked first
+    (``eisam.config_check``). A failed or interrupted (Ctrl-C) job leaves its traceback in the run
+    folder's error.txt (the report names the run as missing), ends its wandb run as failed and
+    re-raises. A single run exits non-zero. In a
     multirun, Hydra records the job as failed and the launchers (basic, joblib, submitit) still
     run the other jobs; the sweep then exits non-zero. The Optuna sweep goes on past failed trials
     (hparams_search sets max_failure_rate: 1.0).
     """
+    from eisam.config_check import validate_config
     from eisam.resume import reuse_or_resume
 
     error_file = Path(cfg.paths.output_dir) / ERROR
     try:
         error_file.unlink(missing_ok=True)  # a run resumed in its folder starts clean
+        validate_config(cfg)  # before anything is read or written: a bad value costs seconds, not a run
         result = reuse_or_resume(cfg)
         if result is None:
             from eisam.pipeline import train  # torch, transformers, lightning: only for a job that runs
 
             result = train(cfg)
-    except Exception:
+    except BaseException:  # Ctrl-C too (Lightning turns it into SystemExit): the run is marked unfinished
         finish_wandb(exit_code=1)
         try:
             error_file.write_text(traceback.format_exc())

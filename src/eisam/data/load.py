@@ -46,7 +46,7 @@ def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Ma
                   rm_dup_inter: str | None = None, encoding: str = "utf-8") -> RecData:
     """Load dataset `name` from `source` ('recbole_wheel': ml-100k inside the recbole wheel;
     'atomic': `root/name.inter` + `root/name.item`, read as `encoding`; 'synthetic': generated from `synthetic`)."""
-    _check_config(source=source, split=split, history_len=history_len, k_core=k_core, head_ratio=head_ratio,
+    check_data_config(source=source, split=split, history_len=history_len, k_core=k_core, head_ratio=head_ratio,
                   title_max_words=title_max_words, max_train_samples=max_train_samples,
                   max_eval_users=max_eval_users, root=root, rm_dup_inter=rm_dup_inter, encoding=encoding)
     fields = {**FIELDS, **dict(fields or {})}
@@ -93,7 +93,7 @@ def load_rec_data(*, name: str, source: str, root: str | None = None, fields: Ma
     return RecData(name, catalogue, train, valid, test, stats, info)
 
 
-def _check_config(*, source, split, history_len, k_core, head_ratio, title_max_words, max_train_samples,
+def check_data_config(*, source, split, history_len, k_core, head_ratio, title_max_words, max_train_samples,
                   max_eval_users, root, rm_dup_inter, encoding) -> None:
     """Reject bad config values up front, naming the key as the user would override it."""
     def count(v, lo):

@@ -17,17 +17,27 @@ def check_top_layers(top_layers: int | None, num_layers: int | None) -> None:
         raise ValueError(f"model.lora.top_layers ({top_layers}) exceeds the backbone's {num_layers} decoder layers")
 
 
+def check_lora(*, r, alpha, dropout, target_modules, top_layers, num_layers: int | None) -> None:
+    """``model.lora.*``, checked before any model is loaded (``num_layers``: None where not yet known)."""
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"model.lora.r must be an integer >= 1, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ValueError(f"model.lora.alpha must be a number > 0, got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.lora.dropout must be a number in [0, 1), got {dropout!r}")
+    if isinstance(target_modules, str) or not target_modules or not all(isinstance(m, str) for m in target_modules):
+        raise ValueError(f"model.lora.target_modules must be a non-empty list of module names, got {target_modules!r}")
+    check_top_layers(top_layers, num_layers)
+
+
 def apply_lora(model, *, r: int = 8, alpha: int = 16, dropout: float = 0.05,
                target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                top_layers: int | None = None):
     """Freeze the backbone and add LoRA adapters to ``target_modules`` (of the top ``top_layers``
     decoder layers only, when set: the layers below stay frozen, which the prefix cache exploits)."""
-    if r < 1:
-        raise ValueError(f"model.lora.r must be >= 1, got {r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.lora.dropout must be in [0, 1), got {dropout}")
     num_layers = model.config.num_hidden_layers
-    check_top_layers(top_layers, num_layers)
+    check_lora(r=r, alpha=alpha, dropout=dropout, target_modules=target_modules, top_layers=top_layers,
+               num_layers=num_layers)
     layers = None if top_layers is None else list(range(num_layers - top_layers, num_layers))
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         layers_to_transform=layers, layers_pattern=None if layers is None else "layers",
