@@ -3,13 +3,16 @@ case per row of docs/hostile_inputs.md ("Config values")."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
 
 from eisam import pipeline
+from eisam.entry import CONFIG_PATH
 
 CASES = {  # id: (overrides on scale=smoke, text the error must hold)
     "rho_negative": (["method=sam", "method.rho=-1"], "method=sam (keys method.*): rho must be"),
@@ -65,3 +68,13 @@ def test_command_line_checks_the_config_before_the_run_folder(tmp_path):
     assert proc.returncode != 0 and "model.lora.r must be an integer >= 1, got 0" in proc.stderr
     assert "model.lora.r" in (run_dir / "error.txt").read_text()
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_every_test_the_table_names_exists():
+    """docs/hostile_inputs.md names a pytest node id per case: each must be a collected test."""
+    root = Path(CONFIG_PATH).parent
+    named = set(re.findall(r"`(tests/test_\w+\.py::[^`]+)`", (root / "docs" / "hostile_inputs.md").read_text()))
+    files = sorted({node.split("::")[0] for node in named})
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    assert len(named) > 60 and named <= set(collected), sorted(named - set(collected))
