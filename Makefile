@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-stress reproduce reproduce-more select tables figures bench bench-optim bench-decode dashboard clean
+.PHONY: install test test-stress reproduce reproduce-more select tables figures bench bench-optim bench-decode bench-cpu dashboard clean
 
 install: $(STAMP)
 
@@ -103,7 +103,13 @@ bench-optim: $(STAMP)
 bench-decode: $(STAMP)
 	$(PY) scripts/bench_decode.py
 
-bench: bench-optim bench-decode
+# `make bench-cpu [QUICK=--quick]`: the scale=cpu fast path in fp32 and bf16 against the CPU's GEMM peak
+# (scripts/bench_cpu.py); outputs/bench/cpu.json and cpu.md, torch.profiler tables in outputs/bench/profile/.
+QUICK ?=
+bench-cpu: $(STAMP)
+	$(PY) scripts/bench_cpu.py $(QUICK) --out outputs/bench/cpu.json --profile outputs/bench/profile
+
+bench: bench-optim bench-decode bench-cpu
 
 clean:
 	rm -rf $(VENV) .cache

@@ -21,10 +21,13 @@ from eisam.report.runs import SETTING as METHOD_SETTING
 from eisam.report.tables import markdown
 
 SETTING = ["task", *METHOD_SETTING, "seed"]  # what makes two rows of two runs.csv files the same run
+# Setting columns added after runs.csv files were committed, with the value those earlier runs had.
+LATER_COLUMNS = {"compute_dtype": "float32"}  # the runs.csv files committed before the field: CPU runs in fp32
 
 
 def _finished(path: Path) -> pd.DataFrame:
     runs = pd.read_csv(path)
+    runs = runs.assign(**{c: value for c, value in LATER_COLUMNS.items() if c not in runs.columns})
     missing = [column for column in ["run", "status", *SETTING] if column not in runs.columns]
     if missing:
         raise ValueError(f"{path}: no column(s) {missing}; expected a runs.csv written by `python -m eisam.report`")

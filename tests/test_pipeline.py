@@ -18,7 +18,8 @@ def test_smoke_run_writes_the_run_files(smoke_cfg, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result))
     numerics = metrics["run"].pop("numerics")
-    assert metrics["run"] == {"dataset": "synthetic", "method": "base", "model": "tiny_llama", "seed": 0}
+    assert metrics["run"] == {"dataset": "synthetic", "method": "base", "model": "tiny_llama", "seed": 0,
+                              "compute_dtype": "float32"}
     assert numerics.startswith(f"torch {torch.__version__}, ") and numerics.endswith(f"{torch.get_num_threads()} threads")
     hygiene = ("dropped_exact_duplicates", "dropped_repeated_pairs",
                "test_targets_in_history", "valid_targets_in_history")

@@ -144,7 +144,7 @@ def test_runs_paired_across_numerics_are_named(tmp_path):
     build_report([tmp_path / "mixed"], tmp_path / "out_mixed")
     report = (tmp_path / "out_mixed" / "report.md").read_text()
     assert "**Paired runs with different numerics**" in report and "Not recorded for 1 run(s)" in report
-    assert f"- dataset toy, model tiny, seed 0: base: {avx2}; eisam: {avx512}\n" in report
+    assert f"- dataset toy, model tiny, compute_dtype float32, seed 0: base: {avx2}; eisam: {avx512}\n" in report
     assert "seed 1:" not in report
     runs = pd.read_csv(tmp_path / "out_mixed" / "runs.csv")
     assert runs.set_index("run").numerics.isna().sum() == 1

@@ -23,6 +23,7 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     run at the default rho need not be trained a second time to join the rho search).
     """
     from eisam.config_check import MOST_POPULAR, validate_config
+    from eisam.models.precision import pin_compute_dtype
     from eisam.pipeline import attach_prefix_cache, build, test_and_write, validate_and_write
     from eisam.run_files import ADAPTER, RESOLVED_CONFIG
 
@@ -37,6 +38,7 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
     validate_config(cfg)
+    pin_compute_dtype(cfg)
     _, model, datamodule = build(cfg, adapter_dir=adapter)
     attach_prefix_cache(cfg, model, datamodule)  # the run's own fast path: its NLL, to float precision
     extra = {"reevaluated_from": str(run_dir)}

@@ -23,6 +23,7 @@ from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype
+from eisam.models.precision import configured_compute_dtype, pin_compute_dtype, resolve_compute_dtype, to_compute_dtype
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, write_csv, write_json
@@ -44,7 +45,7 @@ def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> in
         return None
     data = datamodule.data
     common = dict(cache_dir=cfg.paths.prefix_cache_dir, autocast_dtype=autocast_dtype(cfg.trainer.precision),
-                  dtype=torch_dtype(cfg.model.prefix_cache_dtype, "model.prefix_cache_dtype"),
+                  dtype=torch_dtype(prefix_cache_dtype(cfg.model), "model.prefix_cache_dtype"),
                   pad_token_id=datamodule.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size)
     datamodule.prefix_cache = load_or_build(
         model, [datamodule.token_sequence(s) for s in [*data.train, *data.valid, *data.test]], **common)
@@ -61,6 +62,11 @@ def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> in
     return layer
 
 
+def prefix_cache_dtype(model: DictConfig) -> str:
+    """``model.prefix_cache_dtype``; null: the compute precision (what the upper layers read)."""
+    return model.get("prefix_cache_dtype") or resolve_compute_dtype(configured_compute_dtype(model))
+
+
 def load_data(cfg: DictConfig):
     """The run's dataset (``data=...``): splits, item texts and item statistics."""
     return instantiate(cfg.data, _partial_=True)()  # called here: a DataError reaches the user unwrapped by Hydra
@@ -70,6 +76,7 @@ def build(cfg: DictConfig, adapter_dir: Path | None = None):
     """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and datamodule."""
     data = load_data(cfg)
     backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
+    backbone = to_compute_dtype(backbone, resolve_compute_dtype(configured_compute_dtype(cfg.model)))
     model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
     prompt = PromptTemplate(**cfg.prompt)
     datamodule = RecDataModule(data, tokenizer, prompt, batch_size=cfg.batch_size,
@@ -99,7 +106,7 @@ def numerics() -> str:
 
 def run_record(cfg: DictConfig) -> dict:
     return {"dataset": cfg.data.name, "method": cfg.method.name, "model": cfg.model.name, "seed": cfg.seed,
-            "numerics": numerics()}
+            "compute_dtype": resolve_compute_dtype(configured_compute_dtype(cfg.model)), "numerics": numerics()}
 
 
 def decode(cfg: DictConfig, model, datamodule: RecDataModule, samples) -> tuple[dict, pd.DataFrame]:
@@ -145,6 +152,7 @@ def train(cfg: DictConfig) -> dict:
 
     out_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
+    pin_compute_dtype(cfg)  # auto -> this machine's precision, before the config is saved
     writer = rank_zero_only.rank == 0  # under DDP, every process runs this; one writes the files
     if writer:
         (out_dir / METRICS).unlink(missing_ok=True)  # a rerun in this folder (resume) is unfinished until it writes its own

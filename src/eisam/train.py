@@ -30,12 +30,14 @@ def main(cfg: DictConfig) -> float | None:
     (hparams_search sets max_failure_rate: 1.0).
     """
     from eisam.config_check import validate_config
+    from eisam.models.precision import pin_compute_dtype
     from eisam.resume import reuse_or_resume
 
     error_file = Path(cfg.paths.output_dir) / ERROR
     try:
         error_file.unlink(missing_ok=True)  # a run resumed in its folder starts clean
         validate_config(cfg)  # before anything is read or written: a bad value costs seconds, not a run
+        pin_compute_dtype(cfg)  # auto -> this machine's precision: part of the config resume compares
         result = reuse_or_resume(cfg)
         if result is None:
             from eisam.pipeline import train  # torch, transformers, lightning: only for a job that runs

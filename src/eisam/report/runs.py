@@ -21,6 +21,7 @@ import yaml
 from eisam.analysis.prior import PRIOR_GROUP, PRIOR_SCORE
 from eisam.data.item_stats import ItemStats
 from eisam.metrics.ranking import case_hit_ndcg
+from eisam.models.precision import configured_compute_dtype
 from eisam.run_files import ERROR, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ IN_HISTORY = "data/test_targets_in_history"  # test targets that also sit in the
 # What tells two runs apart besides the seed. Tables show dataset and method, then each other
 # column that varies and is not implied by those before it (the ablation's variant, sensitivity's
 # rho and lam, GroupSAM's G), so the weights that a method implies do not clutter the main table.
-SETTING = ["dataset", "method", "model", "variant", "weights", "alpha", "rho", "lam", "adaptive", "direction",
+SETTING = ["dataset", "method", "model", "compute_dtype", "variant", "weights", "alpha", "rho", "lam", "adaptive", "direction",
            "groups", "max_train_samples", "max_eval_users"]
-PAIRED = ["dataset", "model", "max_train_samples", "max_eval_users", "seed"]  # shared by a run and its base run
+PAIRED = ["dataset", "model", "compute_dtype", "max_train_samples", "max_eval_users", "seed"]  # shared by a run and its base run
 
 
 def find_run_folders(paths) -> list[Path]:
@@ -66,7 +67,7 @@ def read_run(folder: Path) -> dict | None:
         return None
     method, data = cfg["method"], cfg["data"]
     row = {"run": str(folder), "task": cfg.get("task_name"), "dataset": data["name"], "method": method["name"],
-           "model": cfg["model"]["name"], "variant": cfg.get("variant"), "seed": cfg["seed"],
+           "model": cfg["model"]["name"], "compute_dtype": configured_compute_dtype(cfg["model"]), "variant": cfg.get("variant"), "seed": cfg["seed"],
            **{key: method.get(key) for key in ("weights", "alpha", "rho", "lam", "adaptive", "direction")},
            "groups": method.get("groups") if method.get("kind") == "group" else None,
            "max_train_samples": data.get("max_train_samples"), "max_eval_users": data.get("max_eval_users")}

@@ -1,0 +1,226 @@
+"""The scale=cpu fast path in fp32 and in bf16 (``model.compute_dtype``), against this CPU's GEMM peak: `make bench-cpu`.
+
+One process, both precisions side by side, alternating within every repetition so that load changes hit
+both alike. Timed, per precision, on SmolLM2-135M as ``scale=cpu`` builds it (LoRA on the top 2 layers,
+prefix cache):
+
+- ``prefix_s_per_seq``: the frozen layers' pass that builds the prefix cache (eval batch of the config);
+- ``step_s``: one ``base`` and one ``eisam`` step on a real training batch of 8 (medians);
+- ``decode_s_per_user``: the constrained beam search of ``scale=cpu`` (10 beams, top 10) over test users,
+  reading the frozen layers' keys and values from the prompt cache, as a run does.
+
+Beside each: the matrix FLOPs it runs (``torch.utils.flop_counter``: mm, bmm and attention, forward and
+backward) and the GFLOP/s they give, next to ``peak_gflops``, a large square GEMM in fp32 and bf16 with
+the same threads. ``--profile DIR`` also writes torch.profiler tables (ops by self time) of each.
+
+    python scripts/bench_cpu.py --quick --out outputs/bench/cpu.json       # about 3 min here
+    python scripts/bench_cpu.py --out outputs/bench/cpu.json --profile outputs/bench/profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
+
+from eisam.decoding import PrefixTree, constrained_beam_search
+from eisam.decoding.score import inference
+from eisam.entry import compose_config
+from eisam.models.backbone import torch_dtype
+from eisam.models.precision import NATIVE_BF16_FLAGS, cpu_flags
+from eisam.models.prefix_cache import compute_states, first_adapted_layer, load_or_build
+from eisam.models.response_loss import response_nll
+from eisam.pipeline import build, prefix_cache_dtype
+
+PRECISIONS = ("float32", "bfloat16")
+METHODS = ("base", "eisam")
+FLAGS_SHOWN = ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS), "amx_tile")
+SIZES = {True: dict(gemm=2048, prefix_seqs=32, step_reps=3, users=16),
+         False: dict(gemm=4096, prefix_seqs=128, step_reps=7, users=64)}
+
+
+def cpu_record() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    flags = cpu_flags()
+    return {"model": model, "flags": {f: f in flags for f in FLAGS_SHOWN},
+            "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def peak_gflops(n: int, reps: int = 3) -> dict:
+    """Best of ``reps`` n×n×n GEMMs per precision (the practical peak the paths are held against)."""
+    peak = {}
+    for name in PRECISIONS:
+        a, b = (torch.randn(n, n, dtype=torch_dtype(name)) for _ in range(2))
+        a @ b
+        best = min(_seconds(lambda: a @ b) for _ in range(reps))
+        peak[name] = 2 * n ** 3 / best / 1e9
+    return {"fp32": round(peak["float32"], 1), "bf16": round(peak["bfloat16"], 1)}
+
+
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _flops(fn) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class Path_:
+    """One precision's model, data and the three timed operations as zero-argument functions."""
+
+    def __init__(self, precision: str, sizes: dict, out: Path, cache_dir: Path):
+        cfg = compose_config(out, "scale=cpu", f"model.compute_dtype={precision}", "logger=none",
+                             f"data.max_eval_users={sizes['users']}", "data.max_train_samples=512")
+        torch.manual_seed(0)
+        data, self.model, dm = build(cfg)
+        self.cfg, self.data = cfg, data
+        dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), dm.tokenizer.pad_token_id
+        layer = first_adapted_layer(self.model)
+        sequences = [dm.token_sequence(s) for s in random.Random(1).sample(data.train, sizes["prefix_seqs"])]
+        self.prefix = lambda: compute_states(self.model, sequences, layer, dtype, None, pad, cfg.eval_batch_size)
+        self.prefix_count = len(sequences)
+        samples = random.Random(0).sample(data.train, cfg.batch_size)
+        dm.prefix_cache = load_or_build(self.model, [dm.token_sequence(s) for s in samples], cache_dir=cache_dir,
+                                        dtype=dtype, autocast_dtype=None, pad_token_id=pad)
+        self.batch = dm.collate(samples)
+        self.steps = {m: self._step(m, out, layer) for m in METHODS}
+        prompts = [dm.prompt_ids(s) for s in data.test]
+        prompt_cache = load_or_build(self.model, prompts, cache_dir=cache_dir, dtype=dtype, autocast_dtype=None,
+                                     pad_token_id=pad, with_kv=True)
+        tree = PrefixTree(dm.item_response_ids)
+        d = cfg.decoding
+        self.decode = lambda: constrained_beam_search(
+            self.model, prompts, tree, num_beams=d.num_beams, top_k=max(d.ks), pad_token_id=pad,
+            batch_size=d.batch_size, length_penalty=d.length_penalty, prompt_cache=prompt_cache)
+        self.users = len(prompts)
+
+    def _step(self, method_name: str, out: Path, layer: int):
+        method_cfg = compose_config(out, "scale=cpu", f"method={method_name}").method
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        method = instantiate(method_cfg)(params=params, n_train=torch.tensor(self.data.stats.n_train),
+                                         head_mask=torch.tensor(self.data.stats.head_mask))
+        b = self.batch
+
+        def loss():
+            return response_nll(self.model, b["input_ids"], b["attention_mask"], b["labels"],
+                                prefix=(layer, b["prefix_hidden"]))
+
+        return lambda: method.step([(loss, b["item_idx"])])
+
+    def operations(self) -> dict:
+        """name -> (function, units it covers)."""
+        ops = {"prefix": (self.prefix, self.prefix_count)}
+        ops.update({f"step_{m}": (self.steps[m], 1) for m in METHODS})
+        ops["decode"] = (lambda: _in_inference(self.model, self.decode), self.users)
+        return ops
+
+
+def _in_inference(model, fn):
+    with inference(model):
+        return fn()
+
+
+def run(args) -> dict:
+    sizes = SIZES[args.quick]
+    out = args.out.parent / "bench_cpu_scratch"
+    with tempfile.TemporaryDirectory() as cache_dir:
+        paths = {p: Path_(p, sizes, out, Path(cache_dir)) for p in PRECISIONS}
+        ops = {p: paths[p].operations() for p in PRECISIONS}
+        flops = {p: {name: _flops(fn) / units for name, (fn, units) in ops[p].items()} for p in PRECISIONS}
+        for p in PRECISIONS:  # warm-up: allocator, kernels, the first AdamW state
+            for fn, _ in ops[p].values():
+                fn()
+        seconds = {p: {name: [] for name in ops[p]} for p in PRECISIONS}
+        for rep in range(sizes["step_reps"]):
+            for name in ops["float32"]:
+                if name in ("prefix", "decode") and rep >= max(1, sizes["step_reps"] // 3):
+                    continue  # the long passes: fewer repetitions, each already many sequences or users
+                for p in PRECISIONS:
+                    fn, units = ops[p][name]
+                    seconds[p][name].append(_seconds(fn) / units)
+            print(f"repetition {rep + 1}/{sizes['step_reps']}", file=sys.stderr)
+        if args.profile:
+            write_profiles(ops, args.profile)
+    median = {p: {name: statistics.median(v) for name, v in seconds[p].items()} for p in PRECISIONS}
+    peak = peak_gflops(sizes["gemm"])
+    label = {"float32": "fp32", "bfloat16": "bf16"}
+    result = {"cpu": cpu_record(), "peak_gflops": peak, "quick": args.quick, "sizes": sizes, "paths": {}, "speedup": {},
+              "gflop": {}, "achieved_gflops": {}, "share_of_peak": {}}
+    for p in PRECISIONS:
+        m = median[p]
+        result["paths"][p] = {"prefix_s_per_seq": m["prefix"],
+                              "step_s": {meth: m[f"step_{meth}"] for meth in METHODS},
+                              "decode_s_per_user": m["decode"]}
+        result["gflop"][p] = {name: f / 1e9 for name, f in flops[p].items()}
+        result["achieved_gflops"][p] = {name: flops[p][name] / 1e9 / m[name] for name in m}
+        result["share_of_peak"][p] = {name: result["achieved_gflops"][p][name] / peak[label[p]] for name in m}
+        result["speedup"][p] = {"prefix_s_per_seq": median["float32"]["prefix"] / m["prefix"],
+                                "step_s": {meth: median["float32"][f"step_{meth}"] / m[f"step_{meth}"]
+                                           for meth in METHODS},
+                                "decode_s_per_user": median["float32"]["decode"] / m["decode"]}
+    return result
+
+
+def write_profiles(ops: dict, folder: Path) -> None:
+    """torch.profiler's ops by self CPU time, one table per precision and operation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for p, named in ops.items():
+        for name, (fn, _) in named.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+            (folder / f"{name}_{p}.txt").write_text(table + "\n")
+
+
+def markdown(r: dict) -> str:
+    cpu = r["cpu"]
+    flags = ", ".join(f for f, on in cpu["flags"].items() if on)
+    lines = [f"CPU: {cpu['model']} ({flags}; torch {cpu['torch']}, {cpu['threads']} threads). "
+             f"GEMM peak: fp32 {r['peak_gflops']['fp32']:.0f} GFLOP/s, bf16 {r['peak_gflops']['bf16']:.0f} GFLOP/s.", "",
+             "| operation | fp32 s | bf16 s | speed-up | GFLOP | fp32 GFLOP/s (% peak) | bf16 GFLOP/s (% peak) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [("prefix pass, per sequence", "prefix"), ("`base` step", "step_base"), ("`eisam` step", "step_eisam"),
+            ("beam decoding, per user", "decode")]
+    for label, key in rows:
+        s = {p: r["gflop"][p][key] / r["achieved_gflops"][p][key] for p in PRECISIONS}
+        lines.append(f"| {label} | {s['float32']:.4f} | {s['bfloat16']:.4f} | {s['float32'] / s['bfloat16']:.2f}× | "
+                     f"{r['gflop']['bfloat16'][key]:.1f} | {r['achieved_gflops']['float32'][key]:.0f} "
+                     f"({100 * r['share_of_peak']['float32'][key]:.0f} %) | {r['achieved_gflops']['bfloat16'][key]:.0f} "
+                     f"({100 * r['share_of_peak']['bfloat16'][key]:.0f} %) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, sequences and users (the check's size)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/cpu.json"))
+    parser.add_argument("--profile", type=Path, default=None, help="also write torch.profiler tables into this folder")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = run(args)
+    args.out.write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The run's compute precision, ``model.compute_dtype``: ``auto``, ``float32`` or ``bfloat16``.
+
+Precision changes the numbers, so it is part of a run's identity: the entry points pin ``auto`` to
+this machine's choice before the config is saved or compared (``eisam.resume``), and metrics.json
+records it. ``bfloat16`` stores the frozen backbone in bf16 once (no cast per call, as autocast
+would do), keeps the LoRA adapters and the optimizer state in fp32 (peft upcasts them), and stores
+the prefix cache in bf16 (what the bf16 upper layers read anyway). On a CPU, attention then runs
+eagerly: the CPU flash-attention kernel's bf16 backward took 2.4x its fp32 time (docs/method.md,
+"Where the time goes"). ``auto`` picks bf16 only where the matrix units run it natively (AMX or
+avx512_bf16; a GPU with bf16): an AVX2-only CPU emulates bf16 and runs several times slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+from eisam.models.backbone import torch_dtype
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo flags of bf16 in hardware
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not there, e.g. macOS: ``auto`` is then fp32)."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return next((frozenset(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), frozenset())
+
+
+def resolve_compute_dtype(name: str, *, cuda: bool | None = None, flags: Iterable[str] | None = None) -> str:
+    """``float32`` or ``bfloat16``: ``name`` itself, or for ``auto`` this machine's choice."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"model.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+    if name != "auto":
+        return name
+    if torch.cuda.is_available() if cuda is None else cuda:
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if NATIVE_BF16_FLAGS & set(cpu_flags() if flags is None else flags) else "float32"
+
+
+def configured_compute_dtype(model: Mapping) -> str:
+    """The ``model`` block's precision (a config or a saved config.yaml read as a dict); a run saved before
+    ``compute_dtype`` existed ran in its backbone's dtype."""
+    return model.get("compute_dtype") or (model.get("backbone") or {}).get("dtype") or "float32"
+
+
+def pin_compute_dtype(cfg: DictConfig) -> str:
+    """Writes the resolved precision into ``cfg.model.compute_dtype`` (what the run saves and resume
+    compares) and returns it. A ``model.backbone.dtype`` that says otherwise is an error."""
+    resolved = resolve_compute_dtype(configured_compute_dtype(cfg.model))
+    backbone = cfg.model.backbone.get("dtype")
+    if backbone is not None and backbone != resolved:
+        raise ValueError(f"model.backbone.dtype={backbone} contradicts model.compute_dtype={resolved} "
+                         f"(from {cfg.model.get('compute_dtype')!r}); remove model.backbone.dtype: "
+                         "model.compute_dtype sets the precision")
+    with open_dict(cfg):
+        cfg.model.compute_dtype = resolved
+    return resolved
+
+
+def to_compute_dtype(model, name: str):
+    """The loaded backbone (before LoRA) in precision ``name`` (``float32`` or ``bfloat16``)."""
+    model.to(torch_dtype(name, "model.compute_dtype"))
+    if name == "bfloat16" and not torch.cuda.is_available():
+        model.set_attn_implementation("eager")
+    return model
