@@ -15,6 +15,7 @@ the same threads. ``--profile DIR`` also writes torch.profiler tables (ops by se
 
     python scripts/bench_cpu.py --quick --out outputs/bench/cpu.json       # about 3 min here
     python scripts/bench_cpu.py --out outputs/bench/cpu.json --profile outputs/bench/profile
+    python scripts/bench_cpu.py --quick --out /tmp/tiny.json model=tiny_llama data=synthetic model.lora.top_layers=1
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from eisam.decoding import PrefixTree, constrained_beam_search
 from eisam.decoding.score import inference
 from eisam.entry import compose_config
 from eisam.models.backbone import torch_dtype
-from eisam.models.precision import NATIVE_BF16_FLAGS, cpu_flags
+from eisam.models.precision import NATIVE_BF16_FLAGS, cpu_flags, prefix_cache_dtype
 from eisam.models.prefix_cache import compute_states, first_adapted_layer, load_or_build
 from eisam.models.response_loss import response_nll
-from eisam.pipeline import build, prefix_cache_dtype
+from eisam.pipeline import build
 
 PRECISIONS = ("float32", "bfloat16")
 METHODS = ("base", "eisam")
@@ -84,9 +85,9 @@ def _flops(fn) -> int:
 class Path_:
     """One precision's model, data and the three timed operations as zero-argument functions."""
 
-    def __init__(self, precision: str, sizes: dict, out: Path, cache_dir: Path):
+    def __init__(self, precision: str, sizes: dict, out: Path, cache_dir: Path, overrides=()):
         cfg = compose_config(out, "scale=cpu", f"model.compute_dtype={precision}", "logger=none",
-                             f"data.max_eval_users={sizes['users']}", "data.max_train_samples=512")
+                             f"data.max_eval_users={sizes['users']}", "data.max_train_samples=512", *overrides)
         torch.manual_seed(0)
         data, self.model, dm = build(cfg)
         self.cfg, self.data = cfg, data
@@ -137,10 +138,10 @@ def _in_inference(model, fn):
 
 
 def run(args) -> dict:
-    sizes = SIZES[args.quick]
+    sizes = {**SIZES[args.quick], **({"gemm": args.gemm} if args.gemm else {})}
     out = args.out.parent / "bench_cpu_scratch"
     with tempfile.TemporaryDirectory() as cache_dir:
-        paths = {p: Path_(p, sizes, out, Path(cache_dir)) for p in PRECISIONS}
+        paths = {p: Path_(p, sizes, out, Path(cache_dir), args.overrides) for p in PRECISIONS}
         ops = {p: paths[p].operations() for p in PRECISIONS}
         flops = {p: {name: _flops(fn) / units for name, (fn, units) in ops[p].items()} for p in PRECISIONS}
         for p in PRECISIONS:  # warm-up: allocator, kernels, the first AdamW state
@@ -155,8 +156,7 @@ def run(args) -> dict:
                     fn, units = ops[p][name]
                     seconds[p][name].append(_seconds(fn) / units)
             print(f"repetition {rep + 1}/{sizes['step_reps']}", file=sys.stderr)
-        if args.profile:
-            write_profiles(ops, args.profile)
+        shares = write_profiles(ops, args.profile) if args.profile else None
     median = {p: {name: statistics.median(v) for name, v in seconds[p].items()} for p in PRECISIONS}
     peak = peak_gflops(sizes["gemm"])
     label = {"float32": "fp32", "bfloat16": "bf16"}
@@ -174,20 +174,46 @@ def run(args) -> dict:
                                 "step_s": {meth: median["float32"][f"step_{meth}"] / m[f"step_{meth}"]
                                            for meth in METHODS},
                                 "decode_s_per_user": median["float32"]["decode"] / m["decode"]}
+    if shares:
+        result["self_time_share"] = shares
     return result
 
 
-def write_profiles(ops: dict, folder: Path) -> None:
-    """torch.profiler's ops by self CPU time, one table per precision and operation."""
+# Self time by kind of op: where the time goes, beside the matrix FLOPs it buys.
+OP_KINDS = {"matrix products": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product"),
+            "dropout masks": ("aten::bernoulli_",),
+            "copies and casts": ("aten::copy_", "aten::_to_copy", "aten::cat", "aten::fill_", "aten::zero_",
+                                 "aten::index", "aten::gather", "aten::scatter"),
+            "softmax": ("aten::_softmax", "aten::_log_softmax", "aten::_softmax_backward_data",
+                        "aten::_log_softmax_backward_data")}
+
+
+def op_kind(name: str) -> str:
+    return next((kind for kind, prefixes in OP_KINDS.items() if name.startswith(prefixes)), "other")
+
+
+def write_profiles(ops: dict, folder: Path, calls: int = 3) -> dict:
+    """torch.profiler's ops by self CPU time over ``calls`` calls (one call alone can show a cold allocation
+    as a slow kernel), one table per precision and operation; returns each one's share of self time by
+    kind of op (``OP_KINDS``)."""
     from torch.profiler import ProfilerActivity, profile
 
     folder.mkdir(parents=True, exist_ok=True)
+    shares = {}
     for p, named in ops.items():
         for name, (fn, _) in named.items():
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                fn()
-            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+                for _ in range(1 if name in ("prefix", "decode") else calls):
+                    fn()
+            events = prof.key_averages()
+            table = events.table(sort_by="self_cpu_time_total", row_limit=20)
             (folder / f"{name}_{p}.txt").write_text(table + "\n")
+            total = sum(e.self_cpu_time_total for e in events)
+            by_kind = {kind: 0.0 for kind in [*OP_KINDS, "other"]}
+            for e in events:
+                by_kind[op_kind(e.key)] += e.self_cpu_time_total / total
+            shares.setdefault(p, {})[name] = by_kind
+    return shares
 
 
 def markdown(r: dict) -> str:
@@ -205,6 +231,14 @@ def markdown(r: dict) -> str:
                      f"{r['gflop']['bfloat16'][key]:.1f} | {r['achieved_gflops']['float32'][key]:.0f} "
                      f"({100 * r['share_of_peak']['float32'][key]:.0f} %) | {r['achieved_gflops']['bfloat16'][key]:.0f} "
                      f"({100 * r['share_of_peak']['bfloat16'][key]:.0f} %) |")
+    if "self_time_share" in r:
+        kinds = [*OP_KINDS, "other"]
+        lines += ["", "Share of self time by kind of op (torch.profiler):", "",
+                  "| operation | precision | " + " | ".join(kinds) + " |", "| --- | --- |" + " ---: |" * len(kinds)]
+        for label, key in rows:
+            for p in PRECISIONS:
+                share = r["self_time_share"][p][key]
+                lines.append(f"| {label} | {p} | " + " | ".join(f"{100 * share[k]:.0f} %" for k in kinds) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -213,6 +247,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, sequences and users (the check's size)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/cpu.json"))
     parser.add_argument("--profile", type=Path, default=None, help="also write torch.profiler tables into this folder")
+    parser.add_argument("--gemm", type=int, default=None, help="side of the square GEMM of peak_gflops (default: by --quick)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides on top of scale=cpu (e.g. model=tiny_llama for a check)")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = run(args)

@@ -2,8 +2,8 @@
 
 Training paths, each with its own model: `standard` (LoRA on every layer, fp32), `fast` (LoRA on
 the top `--top-layers` layers, the layers below read from the prefix cache, fp32) and, with
-`--paths ... fast_bf16`, the fast path under bf16 autocast (`trainer=cpu_bf16`; it pays off only on
-CPUs with avx512_bf16 or AMX, and on this project's AVX2-only VM it is several times slower). All methods of both paths run in one process on one real batch, alternating within each
+`--paths ... fast_bf16`, the fast path with the frozen backbone in bf16 (`model.compute_dtype=bfloat16`;
+it pays off only on CPUs with avx512_bf16 or AMX, and on an AVX2-only VM it is several times slower). All methods of both paths run in one process on one real batch, alternating within each
 repetition so that drifts of the machine hit every method alike; the median over repetitions is
 reported, with the ratio to the path's `base` and `sam`, the speed-up over the standard `base`
 step, the passes per step and the peak memory during the step (CPU: the process's resident-set
@@ -34,6 +34,7 @@ from eisam.memory import track_peak_memory
 from eisam.models.backbone import torch_dtype
 from eisam.models.prefix_cache import compute_states, first_adapted_layer, load_or_build
 from eisam.models.response_loss import response_nll
+from eisam.models.precision import prefix_cache_dtype
 from eisam.pipeline import autocast_dtype, build
 
 METHODS = ["base", "reweight_ips", "reweight_cb", "sam", "imbsam", "eisam", "eisam_fast"]
@@ -43,10 +44,10 @@ TRAIN_PATHS = ("standard", "fast", "fast_bf16")
 
 
 def path_overrides(path: str, top_layers: int) -> list[str]:
+    precision = [f"model.compute_dtype={'bfloat16' if path == 'fast_bf16' else 'float32'}"]  # not `auto`: named
     if path == "standard":
-        return []
-    fast = [f"model.lora.top_layers={top_layers}", "model.prefix_cache=true"]
-    return fast + (["trainer=cpu_bf16"] if path == "fast_bf16" else [])
+        return precision
+    return precision + [f"model.lora.top_layers={top_layers}", "model.prefix_cache=true"]
 
 
 def variants(methods: list[str], groups: list[int]) -> list[tuple[str, list[str]]]:
@@ -70,7 +71,7 @@ def setup(model_name: str, path: str, args, out: Path) -> dict:
     setting = {"cfg": cfg, "data": data, "model": model, "prefix_layer": None, "cache_s_per_sample": None,
                "autocast": autocast_dtype(cfg.trainer.precision)}
     if cfg.model.prefix_cache:
-        dtype, pad = torch_dtype(cfg.model.prefix_cache_dtype), datamodule.tokenizer.pad_token_id
+        dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), datamodule.tokenizer.pad_token_id
         timed = [datamodule.token_sequence(s) for s in random.Random(1).sample(data.train, args.cache_samples)]
         started = time.perf_counter()
         compute_states(model, timed, first_adapted_layer(model), dtype,
@@ -152,7 +153,7 @@ def machine() -> str:
 def markdown(rows: list[dict], reps: int) -> str:
     lines = [f"Machine: {machine()}. Median of {reps} repetitions, one batch, methods alternating. "
              "standard: LoRA on every layer, fp32; fast: LoRA on the top N layers, the layers below from the prefix "
-             "cache, fp32; fast_bf16: the same under bf16 autocast.", "",
+             "cache, fp32; fast_bf16: the same with the frozen backbone in bf16 (model.compute_dtype).", "",
              "| model | path | method | s/step | × base | × sam | speed-up vs standard base | passes fwd/bwd | peak MB |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in rows:

@@ -235,7 +235,7 @@ class SnapshotAdamW(torch.optim.AdamW):
     lambda ps, opt: GroupSAM(ps, opt, popularity_groups(N_TRAIN, 2), rho=0.05),
 ])
 def test_parameters_restored_bit_for_bit_and_eps_norm_is_rho(make, bf16):
-    """Also under bf16 autocast (trainer=cpu_bf16): θ is fp32 and restored from its own copy."""
+    """Also under bf16 autocast: θ is fp32 and restored from its own copy."""
     model = make_model(torch.float32)
     params = list(model.parameters())
     opt = SnapshotAdamW(params, lr=1e-2)

@@ -23,7 +23,8 @@ from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype
-from eisam.models.precision import configured_compute_dtype, pin_compute_dtype, resolve_compute_dtype, to_compute_dtype
+from eisam.models.precision import (configured_compute_dtype, pin_compute_dtype, prefix_cache_dtype, resolve_compute_dtype,
+                                    to_compute_dtype)
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, write_csv, write_json
@@ -60,11 +61,6 @@ def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> in
         log.info("Decoding runs every layer over the prompts: their frozen layers' keys and values would take "
                  "%.1f GB, more than runtime.prompt_kv_cache_max_gb=%s", size_gb, limit)
     return layer
-
-
-def prefix_cache_dtype(model: DictConfig) -> str:
-    """``model.prefix_cache_dtype``; null: the compute precision (what the upper layers read)."""
-    return model.get("prefix_cache_dtype") or resolve_compute_dtype(configured_compute_dtype(model))
 
 
 def load_data(cfg: DictConfig):

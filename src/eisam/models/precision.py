@@ -50,6 +50,11 @@ def configured_compute_dtype(model: Mapping) -> str:
     return model.get("compute_dtype") or (model.get("backbone") or {}).get("dtype") or "float32"
 
 
+def prefix_cache_dtype(model: Mapping) -> str:
+    """``model.prefix_cache_dtype``; null: the compute precision (what the upper layers read)."""
+    return model.get("prefix_cache_dtype") or resolve_compute_dtype(configured_compute_dtype(model))
+
+
 def pin_compute_dtype(cfg: DictConfig) -> str:
     """Writes the resolved precision into ``cfg.model.compute_dtype`` (what the run saves and resume
     compares) and returns it. A ``model.backbone.dtype`` that says otherwise is an error."""
