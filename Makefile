@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-stress reproduce reproduce-more select tables figures bench bench-optim bench-decode bench-cpu dashboard clean
+.PHONY: install test test-stress reproduce reproduce-more select tables figures bench bench-optim bench-decode bench-cpu dashboard clean cluster-plan
 
 install: $(STAMP)
 
@@ -113,3 +113,10 @@ bench: bench-optim bench-decode bench-cpu
 
 clean:
 	rm -rf $(VENV) .cache
+
+# `make cluster-plan [MFU="0.1 0.3 0.5"]`: the SCALE=paper sweep on a Slurm cluster, planned: every job's
+# overrides, FLOPs and GPU hours at the assumed MFU, and the launch commands (scripts/cluster_plan.py,
+# docs/cluster.md). Submits nothing; reads the datasets (Games and Books from $EISAM_DATA_DIR).
+MFU ?=
+cluster-plan: $(STAMP)
+	$(PY) scripts/cluster_plan.py --experiments $(EXPERIMENTS_paper) $(if $(MFU),--mfu $(MFU))

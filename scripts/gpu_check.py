@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from backbone_shapes import SHAPES
 from bench_decode import machine, timed_batches
 from bench_optim import METHODS, make_step
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -47,14 +48,6 @@ from eisam.models.backbone import train_tokenizer
 from eisam.pipeline import build, load_data
 
 ROOT = Path(CONFIG_PATH).parent
-# Qwen/Qwen2-0.5B's config.json (494 M parameters with tied embeddings); `tiny`: the same layout, small,
-# its vocabulary the tokenizer's (vocab_size 0: whatever the tokenizer has).
-SHAPES = {
-    "qwen2_0_5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                       num_key_value_heads=2, vocab_size=151936, max_position_embeddings=131072),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=0, max_position_embeddings=1024),
-}
 TOKENIZER_VOCAB = {"qwen2_0_5b": 8192, "tiny": 512}
 # Per shape: (decoded users, training steps of the end-to-end run, timed repetitions per method).
 DEFAULTS = {"qwen2_0_5b": (256, 24, 3), "tiny": (4, 2, 1)}
