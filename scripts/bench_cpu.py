@@ -90,7 +90,7 @@ class Path_:
                              f"data.max_eval_users={sizes['users']}", "data.max_train_samples=512", *overrides)
         torch.manual_seed(0)
         data, self.model, dm = build(cfg)
-        self.cfg, self.data = cfg, data
+        self.cfg, self.data, self.datamodule = cfg, data, dm
         dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), dm.tokenizer.pad_token_id
         layer = first_adapted_layer(self.model)
         sequences = [dm.token_sequence(s) for s in random.Random(1).sample(data.train, sizes["prefix_seqs"])]
@@ -143,10 +143,8 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as cache_dir:
         paths = {p: Path_(p, sizes, out, Path(cache_dir), args.overrides) for p in PRECISIONS}
         ops = {p: paths[p].operations() for p in PRECISIONS}
+        # Counting the FLOPs runs every operation once: the warm-up too (allocator, kernels, the first AdamW state).
         flops = {p: {name: _flops(fn) / units for name, (fn, units) in ops[p].items()} for p in PRECISIONS}
-        for p in PRECISIONS:  # warm-up: allocator, kernels, the first AdamW state
-            for fn, _ in ops[p].values():
-                fn()
         seconds = {p: {name: [] for name in ops[p]} for p in PRECISIONS}
         for rep in range(sizes["step_reps"]):
             for name in ops["float32"]:

@@ -103,3 +103,15 @@ def test_cli_writes_resolved_config_and_rejects_unknown_options(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "nonexistent" in bad.stderr
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_lr_schedule_counts_the_steps_of_one_process_through_its_shard(smoke_cfg):
+    from eisam.pipeline import processes, total_train_steps
+
+    one = smoke_cfg("batch_size=4", "trainer.max_epochs=3")
+    assert processes(one.trainer) == 1 and total_train_steps(one, 101) == 3 * 26
+    ddp = smoke_cfg("batch_size=4", "trainer.max_epochs=3", "trainer=ddp_cpu")  # 2 processes: shards of 51
+    assert processes(ddp.trainer) == 2 and total_train_steps(ddp, 101) == 3 * 13
+    nodes = smoke_cfg("batch_size=4", "trainer=ddp_cpu", "trainer.devices=[0,1,2]", "+trainer.num_nodes=2")
+    assert processes(nodes.trainer) == 6 and total_train_steps(nodes, 101) == 5  # shards of 17
+

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -80,9 +81,18 @@ def build(cfg: DictConfig, adapter_dir: Path | None = None):
     return data, model, datamodule
 
 
+def processes(trainer: DictConfig) -> int:
+    """Training processes of a trainer config: ``devices`` (a count or a list) per node times ``num_nodes``
+    (1 where Lightning picks the devices itself, ``auto`` or -1)."""
+    devices = trainer.get("devices", 1)
+    per_node = len(devices) if isinstance(devices, Sequence) and not isinstance(devices, str) else devices
+    return (per_node if isinstance(per_node, int) and per_node > 0 else 1) * int(trainer.get("num_nodes", 1))
+
+
 def total_train_steps(cfg: DictConfig, n_train: int) -> int:
-    """Optimizer steps the run will take, for the LR schedule."""
-    per_epoch = math.ceil(n_train / cfg.batch_size)
+    """Optimizer steps the run will take, for the LR schedule: under DDP each process steps through its
+    own shard of the samples (Lightning's DistributedSampler pads the shards to equal size)."""
+    per_epoch = math.ceil(math.ceil(n_train / processes(cfg.trainer)) / cfg.batch_size)
     limit = cfg.trainer.get("limit_train_batches")
     if isinstance(limit, int) and limit > 0:
         per_epoch = min(per_epoch, limit)
