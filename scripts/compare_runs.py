@@ -62,7 +62,7 @@ def compare(folders: list[Path], labels: list[str]) -> str:
         metrics = json.loads((folder / METRICS).read_text())
         cost, valid = metrics["cost"], metrics.get("valid") or {}
         frame = by_run[str(folder)]
-        paired = frame.join(reference, rsuffix="_ref", how="inner")
+        paired = frame.merge(reference, left_index=True, right_index=True, suffixes=("", "_ref"))
         deltas = ["(reference)", "(reference)"] if folder == folders[0] else [
             _difference(paired_t(paired[ndcg] - paired[f"{ndcg}_ref"])),
             _difference(paired_t(paired["nll"] - paired["nll_ref"]))]
