@@ -20,7 +20,7 @@ from eisam.data.load import check_data_config, load_rec_data
 from eisam.decoding.evaluate_split import check_decoding
 from eisam.models.backbone import backbone_layers, check_backbone, torch_dtype
 from eisam.models.lora import apply_lora, check_lora
-from eisam.models.precision import configured_compute_dtype, resolve_compute_dtype
+from eisam.models.precision import compute_dtype
 from eisam.run_files import check_writable
 
 MOST_POPULAR = "mostpop"  # method.kind of the no-model floor (conf/method/mostpop.yaml)
@@ -75,7 +75,7 @@ def check_model(model: DictConfig) -> None:
         torch_dtype(model.backbone.dtype, "model.backbone.dtype")
     num_layers = backbone_layers(model.backbone)
     check_lora(**model.lora, num_layers=num_layers)
-    resolve_compute_dtype(configured_compute_dtype(model))
+    compute_dtype(model)  # a value outside auto/float32/bfloat16 is an error naming model.compute_dtype
     if model.get("prefix_cache_dtype") is not None:
         torch_dtype(model.prefix_cache_dtype, "model.prefix_cache_dtype")
     if not model.get("prefix_cache"):

@@ -24,8 +24,7 @@ from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype
-from eisam.models.precision import (configured_compute_dtype, pin_compute_dtype, prefix_cache_dtype, resolve_compute_dtype,
-                                    to_compute_dtype)
+from eisam.models.precision import compute_dtype, pin_compute_dtype, prefix_cache_dtype, to_compute_dtype
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, write_csv, write_json
@@ -73,7 +72,7 @@ def build(cfg: DictConfig, adapter_dir: Path | None = None):
     """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and datamodule."""
     data = load_data(cfg)
     backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
-    backbone = to_compute_dtype(backbone, resolve_compute_dtype(configured_compute_dtype(cfg.model)))
+    backbone = to_compute_dtype(backbone, compute_dtype(cfg.model))
     model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
     prompt = PromptTemplate(**cfg.prompt)
     datamodule = RecDataModule(data, tokenizer, prompt, batch_size=cfg.batch_size,
@@ -112,7 +111,7 @@ def numerics() -> str:
 
 def run_record(cfg: DictConfig) -> dict:
     return {"dataset": cfg.data.name, "method": cfg.method.name, "model": cfg.model.name, "seed": cfg.seed,
-            "compute_dtype": resolve_compute_dtype(configured_compute_dtype(cfg.model)), "numerics": numerics()}
+            "compute_dtype": compute_dtype(cfg.model), "numerics": numerics()}
 
 
 def decode(cfg: DictConfig, model, datamodule: RecDataModule, samples) -> tuple[dict, pd.DataFrame]:

@@ -5,9 +5,9 @@ this machine's choice before the config is saved or compared (``eisam.resume``),
 records it. ``bfloat16`` stores the frozen backbone in bf16 once (no cast per call, as autocast
 would do), keeps the LoRA adapters and the optimizer state in fp32 (peft upcasts them), and stores
 the prefix cache in bf16 (what the bf16 upper layers read anyway). On a CPU, attention then runs
-eagerly: the CPU flash-attention kernel's bf16 backward took 2.4x its fp32 time (docs/method.md,
-"Where the time goes"). ``auto`` picks bf16 only where the matrix units run it natively (AMX or
-avx512_bf16; a GPU with bf16): an AVX2-only CPU emulates bf16 and runs several times slower.
+eagerly: with the SDPA (flash) kernel a bf16 training step took 1.25x as long (docs/method.md,
+"Precision, and where the time goes"). ``auto`` picks bf16 only where the CPU computes it in hardware
+(AMX or avx512_bf16; a GPU with bf16): an AVX2-only CPU emulates bf16 and runs several times slower.
 """
 
 from __future__ import annotations
@@ -50,15 +50,20 @@ def configured_compute_dtype(model: Mapping) -> str:
     return model.get("compute_dtype") or (model.get("backbone") or {}).get("dtype") or "float32"
 
 
+def compute_dtype(model: Mapping) -> str:
+    """The precision the ``model`` block runs in on this machine: ``float32`` or ``bfloat16``."""
+    return resolve_compute_dtype(configured_compute_dtype(model))
+
+
 def prefix_cache_dtype(model: Mapping) -> str:
     """``model.prefix_cache_dtype``; null: the compute precision (what the upper layers read)."""
-    return model.get("prefix_cache_dtype") or resolve_compute_dtype(configured_compute_dtype(model))
+    return model.get("prefix_cache_dtype") or compute_dtype(model)
 
 
 def pin_compute_dtype(cfg: DictConfig) -> str:
     """Writes the resolved precision into ``cfg.model.compute_dtype`` (what the run saves and resume
     compares) and returns it. A ``model.backbone.dtype`` that says otherwise is an error."""
-    resolved = resolve_compute_dtype(configured_compute_dtype(cfg.model))
+    resolved = compute_dtype(cfg.model)
     backbone = cfg.model.backbone.get("dtype")
     if backbone is not None and backbone != resolved:
         raise ValueError(f"model.backbone.dtype={backbone} contradicts model.compute_dtype={resolved} "

@@ -42,9 +42,10 @@ IN_HISTORY = "data/test_targets_in_history"  # test targets that also sit in the
 # What tells two runs apart besides the seed. Tables show dataset and method, then each other
 # column that varies and is not implied by those before it (the ablation's variant, sensitivity's
 # rho and lam, GroupSAM's G), so the weights that a method implies do not clutter the main table.
-SETTING = ["dataset", "method", "model", "compute_dtype", "variant", "weights", "alpha", "rho", "lam", "adaptive", "direction",
-           "groups", "max_train_samples", "max_eval_users"]
-PAIRED = ["dataset", "model", "compute_dtype", "max_train_samples", "max_eval_users", "seed"]  # shared by a run and its base run
+SETTING = ["dataset", "method", "model", "compute_dtype", "variant", "weights", "alpha", "rho", "lam", "adaptive",
+           "direction", "groups", "max_train_samples", "max_eval_users"]
+# Shared by a run and its base run (a precision moves every method alike: docs/results/precision).
+PAIRED = ["dataset", "model", "compute_dtype", "max_train_samples", "max_eval_users", "seed"]
 
 
 def find_run_folders(paths) -> list[Path]:
@@ -67,7 +68,8 @@ def read_run(folder: Path) -> dict | None:
         return None
     method, data = cfg["method"], cfg["data"]
     row = {"run": str(folder), "task": cfg.get("task_name"), "dataset": data["name"], "method": method["name"],
-           "model": cfg["model"]["name"], "compute_dtype": configured_compute_dtype(cfg["model"]), "variant": cfg.get("variant"), "seed": cfg["seed"],
+           "model": cfg["model"]["name"], "compute_dtype": configured_compute_dtype(cfg["model"]),
+           "variant": cfg.get("variant"), "seed": cfg["seed"],
            **{key: method.get(key) for key in ("weights", "alpha", "rho", "lam", "adaptive", "direction")},
            "groups": method.get("groups") if method.get("kind") == "group" else None,
            "max_train_samples": data.get("max_train_samples"), "max_eval_users": data.get("max_eval_users")}
