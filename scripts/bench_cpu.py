@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_decode import machine
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -47,15 +48,13 @@ METHODS = ("base", "eisam")
 FLAGS_SHOWN = ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS), "amx_tile")
 SIZES = {True: dict(gemm=2048, prefix_seqs=32, step_reps=3, users=16),
          False: dict(gemm=4096, prefix_seqs=128, step_reps=7, users=64)}
+LONG_PASSES = ("prefix", "decode")  # each already many sequences or users: fewer repetitions, one profiled call
 
 
 def cpu_record() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
     flags = cpu_flags()
-    return {"model": model, "flags": {f: f in flags for f in FLAGS_SHOWN},
-            "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    return {**machine(), "flags": {f: f in flags for f in FLAGS_SHOWN},
+            "capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def peak_gflops(n: int, reps: int = 3) -> dict:
@@ -90,7 +89,7 @@ class Path_:
                              f"data.max_eval_users={sizes['users']}", "data.max_train_samples=512", *overrides)
         torch.manual_seed(0)
         data, self.model, dm = build(cfg)
-        self.cfg, self.data, self.datamodule = cfg, data, dm
+        self.cfg, self.data = cfg, data
         dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), dm.tokenizer.pad_token_id
         layer = first_adapted_layer(self.model)
         sequences = [dm.token_sequence(s) for s in random.Random(1).sample(data.train, sizes["prefix_seqs"])]
@@ -148,8 +147,8 @@ def run(args) -> dict:
         seconds = {p: {name: [] for name in ops[p]} for p in PRECISIONS}
         for rep in range(sizes["step_reps"]):
             for name in ops["float32"]:
-                if name in ("prefix", "decode") and rep >= max(1, sizes["step_reps"] // 3):
-                    continue  # the long passes: fewer repetitions, each already many sequences or users
+                if name in LONG_PASSES and rep >= max(1, sizes["step_reps"] // 3):
+                    continue
                 for p in PRECISIONS:
                     fn, units = ops[p][name]
                     seconds[p][name].append(_seconds(fn) / units)
@@ -159,22 +158,24 @@ def run(args) -> dict:
     peak = peak_gflops(sizes["gemm"])
     label = {"float32": "fp32", "bfloat16": "bf16"}
     result = {"cpu": cpu_record(), "peak_gflops": peak, "quick": args.quick, "sizes": sizes, "paths": {}, "speedup": {},
-              "gflop": {}, "achieved_gflops": {}, "share_of_peak": {}}
+              "seconds": median, "gflop": {}, "achieved_gflops": {}, "share_of_peak": {}}
     for p in PRECISIONS:
         m = median[p]
-        result["paths"][p] = {"prefix_s_per_seq": m["prefix"],
-                              "step_s": {meth: m[f"step_{meth}"] for meth in METHODS},
-                              "decode_s_per_user": m["decode"]}
+        result["paths"][p] = by_path(m)
+        result["speedup"][p] = by_path({name: median["float32"][name] / m[name] for name in m})
         result["gflop"][p] = {name: f / 1e9 for name, f in flops[p].items()}
         result["achieved_gflops"][p] = {name: flops[p][name] / 1e9 / m[name] for name in m}
         result["share_of_peak"][p] = {name: result["achieved_gflops"][p][name] / peak[label[p]] for name in m}
-        result["speedup"][p] = {"prefix_s_per_seq": median["float32"]["prefix"] / m["prefix"],
-                                "step_s": {meth: median["float32"][f"step_{meth}"] / m[f"step_{meth}"]
-                                           for meth in METHODS},
-                                "decode_s_per_user": median["float32"]["decode"] / m["decode"]}
     if shares:
         result["self_time_share"] = shares
     return result
+
+
+def by_path(per_operation: dict) -> dict:
+    """Per-operation values in the layout a check reads: prefix_s_per_seq, step_s {method}, decode_s_per_user."""
+    return {"prefix_s_per_seq": per_operation["prefix"],
+            "step_s": {m: per_operation[f"step_{m}"] for m in METHODS},
+            "decode_s_per_user": per_operation["decode"]}
 
 
 # Self time by kind of op: where the time goes, beside the matrix FLOPs it buys.
@@ -201,7 +202,7 @@ def write_profiles(ops: dict, folder: Path, calls: int = 3) -> dict:
     for p, named in ops.items():
         for name, (fn, _) in named.items():
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for _ in range(1 if name in ("prefix", "decode") else calls):
+                for _ in range(1 if name in LONG_PASSES else calls):
                     fn()
             events = prof.key_averages()
             table = events.table(sort_by="self_cpu_time_total", row_limit=20)
@@ -217,14 +218,14 @@ def write_profiles(ops: dict, folder: Path, calls: int = 3) -> dict:
 def markdown(r: dict) -> str:
     cpu = r["cpu"]
     flags = ", ".join(f for f, on in cpu["flags"].items() if on)
-    lines = [f"CPU: {cpu['model']} ({flags}; torch {cpu['torch']}, {cpu['threads']} threads). "
+    lines = [f"CPU: {cpu['cpu']} ({flags}; torch {cpu['torch']}, {cpu['torch_threads']} threads). "
              f"GEMM peak: fp32 {r['peak_gflops']['fp32']:.0f} GFLOP/s, bf16 {r['peak_gflops']['bf16']:.0f} GFLOP/s.", "",
              "| operation | fp32 s | bf16 s | speed-up | GFLOP | fp32 GFLOP/s (% peak) | bf16 GFLOP/s (% peak) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = [("prefix pass, per sequence", "prefix"), ("`base` step", "step_base"), ("`eisam` step", "step_eisam"),
             ("beam decoding, per user", "decode")]
     for label, key in rows:
-        s = {p: r["gflop"][p][key] / r["achieved_gflops"][p][key] for p in PRECISIONS}
+        s = {p: r["seconds"][p][key] for p in PRECISIONS}
         lines.append(f"| {label} | {s['float32']:.4f} | {s['bfloat16']:.4f} | {s['float32'] / s['bfloat16']:.2f}× | "
                      f"{r['gflop']['bfloat16'][key]:.1f} | {r['achieved_gflops']['float32'][key]:.0f} "
                      f"({100 * r['share_of_peak']['float32'][key]:.0f} %) | {r['achieved_gflops']['bfloat16'][key]:.0f} "

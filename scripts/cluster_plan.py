@@ -32,7 +32,7 @@ from backbone_shapes import SHAPES
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eisam.config_check import MOST_POPULAR
 from eisam.entry import CONFIG_PATH, set_project_root
@@ -321,10 +321,10 @@ def launch(args, jobs: list[Job]) -> list[str]:
               f"{args.ddp_nodes} node(s) x {args.gpus_per_node} GPUs:", ""]
     if batch % world:
         return lines + [f"batch_size={batch} does not split over {world} processes: choose another GPU count."]
-    shard = math.ceil(largest.data.train.n / world)  # Lightning's DistributedSampler pads to equal shards
-    max_steps = largest.cfg.trainer.max_epochs * math.ceil(shard / (batch // world))
-    if largest.cfg.trainer.max_steps > 0:  # a global step is one step of every process
-        max_steps = min(max_steps, largest.cfg.trainer.max_steps)
+    ddp = largest.cfg.copy()
+    with open_dict(ddp):
+        ddp.batch_size, ddp.trainer.devices, ddp.trainer.num_nodes = batch // world, args.gpus_per_node, args.ddp_nodes
+    max_steps = total_train_steps(ddp, largest.data.train.n)  # the steps of one process through its shard
     wall = [hours(largest.fit, m, args.peak_tflops) / world + hours(largest.test, args.decode_mfu, args.peak_tflops)
             + args.startup_min / 60 for m in args.mfu]
     return lines + [
