@@ -13,7 +13,7 @@ Beside each: the matrix FLOPs it runs (``torch.utils.flop_counter``: mm, bmm and
 backward) and the GFLOP/s they give, next to ``peak_gflops``, a large square GEMM in fp32 and bf16 with
 the same threads. ``--profile DIR`` also writes torch.profiler tables (ops by self time) of each.
 
-    python scripts/bench_cpu.py --quick --out outputs/bench/cpu.json       # about 3 min here
+    python scripts/bench_cpu.py --quick --out outputs/bench/cpu.json       # 3 min 24 s here, the SmolLM2 conversion included
     python scripts/bench_cpu.py --out outputs/bench/cpu.json --profile outputs/bench/profile
     python scripts/bench_cpu.py --quick --out /tmp/tiny.json model=tiny_llama data=synthetic model.lora.top_layers=1
 """
