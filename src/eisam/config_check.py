@@ -21,11 +21,12 @@ from eisam.decoding.evaluate_split import check_decoding
 from eisam.models.backbone import backbone_layers, check_backbone, torch_dtype
 from eisam.models.lora import apply_lora, check_lora
 from eisam.models.precision import compute_dtype
+from eisam.reference import RECBOLE, train_recbole
 from eisam.run_files import check_writable
 
 MOST_POPULAR = "mostpop"  # method.kind of the no-model floor (conf/method/mostpop.yaml)
 MODEL_KEYS = ("name", "backbone", "lora", "compute_dtype", "prefix_cache", "prefix_cache_dtype")
-MOST_POPULAR_KEYS = ("name", "kind")
+MOST_POPULAR_KEYS = ("name", "kind")  # and, for kind recbole, the options of eisam.reference.train_recbole
 HYDRA_KEYS = ("_target_", "_partial_")
 
 
@@ -92,10 +93,13 @@ def check_model(model: DictConfig) -> None:
 def check_method(cfg: DictConfig) -> None:
     """Known keys, then the method's own checks of its hyperparameters: a dry build on one parameter,
     with a stand-in catalogue large enough for any group count."""
-    if cfg.method.get("kind") == MOST_POPULAR:
-        check_known_keys(cfg.method, MOST_POPULAR_KEYS, "method")
+    kind = cfg.method.get("kind")
+    if kind in (MOST_POPULAR, RECBOLE):
+        known = keyword_parameters(train_recbole, "data", "work_dir", "seed", "k") if kind == RECBOLE else ()
+        check_known_keys(cfg.method, (*MOST_POPULAR_KEYS, *known), "method")
         if not cfg.test:
-            raise ValueError("test=false scores the validation users' target NLL with the model; method=mostpop has none")
+            raise ValueError(f"test=false scores the validation users' target NLL with the language model; "
+                             f"method={cfg.method.name} has none")
         return
     check_known_keys(cfg.method, target_keys(cfg.method, "params", "n_train", "head_mask"), "method")
     dummy = [torch.nn.Parameter(torch.zeros(1))]

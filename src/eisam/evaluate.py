@@ -23,6 +23,7 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     run at the default rho need not be trained a second time to join the rho search).
     """
     from eisam.config_check import MOST_POPULAR, validate_config
+    from eisam.reference import RECBOLE
     from eisam.models.precision import pin_compute_dtype
     from eisam.pipeline import attach_prefix_cache, build, test_and_write, validate_and_write
     from eisam.run_files import ADAPTER, RESOLVED_CONFIG
@@ -31,8 +32,9 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     if not config_file.exists():
         raise FileNotFoundError(f"run_dir={run_dir}: {config_file.name} not found; is it a finished run folder?")
     cfg = OmegaConf.merge(OmegaConf.load(config_file), overrides)
-    if cfg.method.get("kind") == MOST_POPULAR:
-        raise ValueError(f"run_dir={run_dir}: method=mostpop has no model to re-evaluate; rerun it with eisam.train")
+    if cfg.method.get("kind") in (MOST_POPULAR, RECBOLE):
+        raise ValueError(f"run_dir={run_dir}: method={cfg.method.name} has no language model to re-evaluate; "
+                         "rerun it with eisam.train")
     if not adapter.exists():
         raise FileNotFoundError(f"run_dir={run_dir}: {adapter.name} not found; is it a finished run folder?")
     with open_dict(cfg):

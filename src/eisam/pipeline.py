@@ -27,6 +27,7 @@ from eisam.models.backbone import torch_dtype
 from eisam.models.precision import compute_dtype, pin_compute_dtype, prefix_cache_dtype, to_compute_dtype
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
+from eisam.reference import RECBOLE, train_recbole
 from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     if cfg.method.kind == MOST_POPULAR:
         return most_popular(cfg, out_dir)
+    if cfg.method.kind == RECBOLE:
+        return reference_model(cfg, out_dir)
     data, model, datamodule = build(cfg)
     ensure_prior(cfg, model, datamodule)  # analysis.prior.enabled: prior_score/prior_group columns (no RNG used)
     if writer:
@@ -221,20 +224,45 @@ def train(cfg: DictConfig) -> dict:
 def most_popular(cfg: DictConfig, out_dir: Path) -> dict:
     """``method=mostpop``: no model, no training; every test user gets the same most popular items."""
     data = load_data(cfg)
-    data.stats.save(out_dir / ITEM_STATS)
     if cfg.analysis.prior.enabled:
         log.info("method=mostpop has no model to score the prior with; the long-tail study borrows the prior "
                  "of a model run of the same dataset (eisam.report.longtail)")
-    loggers = start_loggers(cfg)
-    users, targets = [s.user for s in data.test], [s.target for s in data.test]
-    recommended = [data.stats.most_popular(max(cfg.decoding.ks))] * len(targets)
-    metrics = evaluate_rankings(recommended, targets, None, data.stats, ks=tuple(cfg.decoding.ks))
-    write_csv(out_dir / PREDICTIONS, per_user_frame(users, recommended, targets, data.stats))
+    recommended = [data.stats.most_popular(max(cfg.decoding.ks))] * len(data.test)
     cost = {"train_steps": 0, "skipped_steps": 0, "train_seconds": 0.0, "seconds_per_step": None,
             "forward_passes": 0, "backward_passes": 0, "forward_per_step": None, "backward_per_step": None,
             "peak_memory_mb": None, "peak_memory_kind": None}
-    result = {"run": run_record(cfg), "data": data.info, "test": metrics, "cost": cost,
-              "selection": {"checkpoint": None, "monitor": None, "best_val_nll": None}}
+    return write_ranked_run(cfg, data, out_dir, recommended, None, {
+        "cost": cost, "selection": {"checkpoint": None, "monitor": None, "best_val_nll": None}})
+
+
+def reference_model(cfg: DictConfig, out_dir: Path) -> dict:
+    """``method=sasrec`` (``kind: recbole``): RecBole's model and trainer on this run's samples
+    (eisam.reference); its full-catalogue ranks of the validation and test targets."""
+    data = load_data(cfg)
+    if cfg.analysis.prior.enabled:
+        log.info("method=%s is not a language model: no prior to score; the long-tail study borrows the prior "
+                 "of a model run of the same dataset (eisam.report.longtail)", cfg.method.name)
+    options = {key: value for key, value in OmegaConf.to_container(cfg.method, resolve=True).items()
+               if key not in ("name", "kind")}
+    ks = tuple(cfg.decoding.ks)
+    result = train_recbole(data, work_dir=out_dir, seed=cfg.seed, k=max(ks), **options)
+    (valid_top, _), (test_top, test_ranks) = result["valid"], result["test"]
+    valid = evaluate_rankings(valid_top, [s.target for s in data.valid], None, data.stats, ks=ks)
+    return write_ranked_run(cfg, data, out_dir, test_top, test_ranks,
+                            {"cost": result["cost"], "selection": result["selection"], "valid": valid})
+
+
+def write_ranked_run(cfg: DictConfig, data, out_dir: Path, recommended, exact_ranks, extra: dict) -> dict:
+    """The run files of a method without a language model (no NLL): item statistics, the test users'
+    predictions.csv (with each target's rank in the whole catalogue where known) and, last, metrics.json."""
+    data.stats.save(out_dir / ITEM_STATS)
+    loggers = start_loggers(cfg)
+    users, targets = [s.user for s in data.test], [s.target for s in data.test]
+    rank_cap = None if exact_ranks is None else len(data.items)
+    metrics = evaluate_rankings(recommended, targets, None, data.stats, ks=tuple(cfg.decoding.ks),
+                                exact_ranks=exact_ranks, rank_cap=rank_cap)
+    write_csv(out_dir / PREDICTIONS, per_user_frame(users, recommended, targets, data.stats, exact_ranks=exact_ranks))
+    result = {"run": run_record(cfg), "data": data.info, "test": metrics, **extra}
     write_json(out_dir / METRICS, result)
     log_final_metrics(loggers, result)
     return result
