@@ -22,7 +22,7 @@ from eisam.entry import CONFIG_PATH
 RESULTS = {f"test/{group}/{metric}@10" for group in ("overall", "head", "tail") for metric in ("ndcg", "hr")}
 RESULTS |= {"test/tail_share@10", "test/coverage@10", "test/head/nll", "test/tail/nll"}
 TRAINING = {"train/loss", "train/weighted_loss", "train/sharpness", "train/eps_norm", "train/grad_norm", "train/lr",
-            "val/nll"}
+            "val/nll", "val/tail_nll", "probe/nll", "probe/tail_nll"}
 COST = {"cost/seconds_per_step", "cost/forward_per_step", "cost/backward_per_step", "cost/peak_memory_mb"}
 
 

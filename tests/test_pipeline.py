@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -115,3 +116,17 @@ def test_lr_schedule_counts_the_steps_of_one_process_through_its_shard(smoke_cfg
     nodes = smoke_cfg("batch_size=4", "trainer=ddp_cpu", "trainer.devices=[0,1,2]", "+trainer.num_nodes=2")
     assert processes(nodes.trainer) == 6 and total_train_steps(nodes, 101) == 5  # shards of 17
 
+
+
+def test_epochs_keep_the_best_validation_checkpoint_and_log_the_gap(smoke_cfg, tmp_path):
+    """Several epochs: the tested weights are the epoch of lowest val/nll (best_val_nll is that value), and
+    every validation logs the validation and training-probe NLL overall, on head and on tail targets."""
+    metrics = train(smoke_cfg("trainer.max_epochs=2", "method.lr=0.01"))
+    (logged,) = (tmp_path / "csv").rglob("metrics.csv")
+    per_epoch = pd.read_csv(logged).dropna(subset=["val/nll"])
+    assert len(per_epoch) == 2
+    for prefix in ("val", "probe"):
+        nll = per_epoch[[f"{prefix}/nll", f"{prefix}/head_nll", f"{prefix}/tail_nll"]].to_numpy()
+        assert np.isfinite(nll).all() and (nll.min(axis=1) <= nll[:, 0]).all() and (nll[:, 0] <= nll.max(axis=1)).all()
+    assert not np.allclose(per_epoch["val/nll"], per_epoch["probe/nll"])
+    assert metrics["selection"]["best_val_nll"] == pytest.approx(per_epoch["val/nll"].min(), rel=1e-6)

@@ -43,7 +43,9 @@ RESULTS |= {f"tail share@{K}": _test(f"tail_share@{K}"), f"coverage@{K}": _test(
             "head NLL": _test("head", "nll"), "tail NLL": _test("tail", "nll")}
 TRAINING = {"loss": keys.TRAIN_LOSS, "weighted loss": keys.TRAIN_WEIGHTED_LOSS, "sharpness": keys.TRAIN_SHARPNESS,
             "perturbation norm": keys.TRAIN_EPS_NORM, "gradient norm": keys.TRAIN_GRAD_NORM,
-            "learning rate": keys.TRAIN_LR, "validation NLL": keys.VAL_NLL}
+            "learning rate": keys.TRAIN_LR, "validation NLL": keys.VAL_NLL,
+            "validation NLL, tail": keys.VAL_TAIL_NLL, "training-probe NLL": keys.PROBE_NLL,
+            "training-probe NLL, tail": keys.PROBE_TAIL_NLL}
 COST = {"seconds per step": keys.key("cost", "seconds_per_step"),
         "forward passes per step": keys.key("cost", "forward_per_step"),
         "backward passes per step": keys.key("cost", "backward_per_step"),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 STEP = "trainer/global_step"  # Lightning's loggers log every metric with the optimizer step under this key
 
-# Training curves (lightning/module.py): one point per optimizer step; val/nll once per validation pass.
+# Training curves (lightning/module.py): one point per optimizer step; val/* and probe/* once per validation
+# pass: the target NLL of the validation samples and of as many training samples (the generalization
+# gap), overall and by the target's head/tail group.
 TRAIN_LOSS = "train/loss"
 TRAIN_WEIGHTED_LOSS = "train/weighted_loss"
 TRAIN_SHARPNESS = "train/sharpness"  # perturbed minus unperturbed weighted loss: methods with a perturbed pass only
@@ -18,6 +20,8 @@ TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_SKIPPED_STEPS = "train/skipped_steps"
 TRAIN_LR = "train/lr"
 VAL_NLL = "val/nll"
+VAL_HEAD_NLL, VAL_TAIL_NLL = "val/head_nll", "val/tail_nll"
+PROBE_NLL, PROBE_HEAD_NLL, PROBE_TAIL_NLL = "probe/nll", "probe/head_nll", "probe/tail_nll"
 
 # Final results, logged once at the end of a run: these sections of metrics.json, flattened.
 FINAL_SECTIONS = ("test", "valid", "cost")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -93,5 +94,13 @@ class RecDataModule(L.LightningDataModule):
     def eval_dataloader(self, samples: Sequence[Sample]) -> DataLoader:
         return DataLoader(list(samples), batch_size=self.eval_batch_size, collate_fn=self.collate)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader(self.data.valid)
+    def train_probe(self) -> list[Sample]:
+        """As many training samples as there are validation samples (a fixed choice, the same in every run
+        of this data): their NLL, scored like the validation NLL, is the training side of the gap."""
+        n = min(len(self.data.train), len(self.data.valid))
+        keep = np.sort(np.random.default_rng(0).choice(len(self.data.train), size=n, replace=False))
+        return [self.data.train[i] for i in keep]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """The validation samples (model selection: val/nll), then the training probe (probe/nll)."""
+        return [self.eval_dataloader(self.data.valid), self.eval_dataloader(self.train_probe())]

@@ -58,7 +58,7 @@ class RecommenderModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
         self.method = None
         self._resumed: dict | None = None  # checkpoint being resumed, until training restarts
-        self._val_nll: list[torch.Tensor] = []
+        self._val_nll: dict[int, list[torch.Tensor]] = {}  # per validation dataloader: [2, batch] (nll, item)
 
     def per_sample_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         prefix = None
@@ -100,13 +100,20 @@ class RecommenderModule(L.LightningModule):
                       prog_bar=False, batch_size=len(batch["item_idx"]))
         self.log("loss", float(report.loss), prog_bar=True, logger=False)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._val_nll.append(self.per_sample_loss(batch).detach().float())
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        nll = self.per_sample_loss(batch).detach().float()
+        self._val_nll.setdefault(dataloader_idx, []).append(torch.stack([nll, batch["item_idx"].float()]))
 
     def on_validation_epoch_end(self) -> None:
-        nll = torch.cat(self._val_nll) if self._val_nll else torch.zeros(0)
-        self._val_nll.clear()
-        self.log(keys.VAL_NLL, nll.mean() if len(nll) else torch.tensor(float("nan")), prog_bar=True)
+        """val/nll (what checkpoints are chosen on) and probe/nll, each overall, on head and on tail targets."""
+        head_mask = torch.as_tensor(self.stats.head_mask)
+        for loader, names in enumerate(((keys.VAL_NLL, keys.VAL_HEAD_NLL, keys.VAL_TAIL_NLL),
+                                        (keys.PROBE_NLL, keys.PROBE_HEAD_NLL, keys.PROBE_TAIL_NLL))):
+            nll, items = torch.cat(self._val_nll.pop(loader, []) or [torch.zeros(2, 0)], dim=1)
+            head = head_mask[items.long()]
+            for name, rows in zip(names, (torch.ones_like(head), head, ~head)):
+                self.log(name, nll[rows].mean() if rows.any() else torch.tensor(float("nan")),
+                         prog_bar=name == keys.VAL_NLL, add_dataloader_idx=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
