@@ -28,7 +28,8 @@ from eisam.models.precision import compute_dtype, pin_compute_dtype, prefix_cach
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.reference import RECBOLE, train_recbole
-from eisam.run_files import ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, write_csv, write_json
+from eisam.run_files import (ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL,
+                             VALID_PREDICTIONS, write_csv, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,8 @@ def train(cfg: DictConfig) -> dict:
                  "best_val_nll": _float(checkpoint.best_model_score) if selected else None}
     extra = {"cost": cost, "selection": selection}
     if cfg.get("valid_decode"):  # validation NDCG for hyperparameter search; test stays untouched
-        extra["valid"], _ = decode(cfg, model, datamodule, datamodule.data.valid)
+        extra["valid"], valid_predictions = decode(cfg, model, datamodule, datamodule.data.valid)
+        write_csv(out_dir / VALID_PREDICTIONS, valid_predictions)
     write = test_and_write if cfg.test else validate_and_write
     result = write(cfg, model, datamodule, out_dir, extra)
     log_final_metrics(loggers, result)
@@ -246,8 +248,11 @@ def reference_model(cfg: DictConfig, out_dir: Path) -> dict:
                if key not in ("name", "kind")}
     ks = tuple(cfg.decoding.ks)
     result = train_recbole(data, work_dir=out_dir, seed=cfg.seed, k=max(ks), **options)
-    (valid_top, _), (test_top, test_ranks) = result["valid"], result["test"]
-    valid = evaluate_rankings(valid_top, [s.target for s in data.valid], None, data.stats, ks=ks)
+    (valid_top, valid_ranks), (test_top, test_ranks) = result["valid"], result["test"]
+    users, targets = [s.user for s in data.valid], [s.target for s in data.valid]
+    valid = evaluate_rankings(valid_top, targets, None, data.stats, ks=ks, exact_ranks=valid_ranks,
+                              rank_cap=len(data.items))
+    write_csv(out_dir / VALID_PREDICTIONS, per_user_frame(users, valid_top, targets, data.stats, exact_ranks=valid_ranks))
     return write_ranked_run(cfg, data, out_dir, test_top, test_ranks,
                             {"cost": result["cost"], "selection": result["selection"], "valid": valid})
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
+VALID_PREDICTIONS = "valid_predictions.csv"  # valid_decode=true: predictions.csv's columns for the validation users
 VALID_NLL = "valid_nll.csv"  # test=false (hyperparameter selection): each validation user's target NLL
 ITEM_STATS = "item_stats.csv"
 ADAPTER = "adapter"
