@@ -21,6 +21,7 @@ def test_reference_ranks_agree_with_recboles_own_evaluation(smoke_cfg, tmp_path,
     test, cost, n_items = metrics["test"], metrics["cost"], len(pd.read_csv(tmp_path / "item_stats.csv"))
     assert test["overall"]["nll"] is None and test["rank_cap"] == n_items
     assert 1 <= cost["epochs"] <= 4 and cost["train_steps"] > 0
+    assert (tmp_path / "recbole_model.pth").exists() and not (tmp_path / "recbole").exists()
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     in_top = predictions["rank"] > 0
     assert (predictions.exact_rank.between(1, n_items)).all()

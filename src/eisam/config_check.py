@@ -95,7 +95,7 @@ def check_method(cfg: DictConfig) -> None:
     with a stand-in catalogue large enough for any group count."""
     kind = cfg.method.get("kind")
     if kind in (MOST_POPULAR, RECBOLE):
-        known = keyword_parameters(train_recbole, "data", "work_dir", "seed", "k") if kind == RECBOLE else ()
+        known = keyword_parameters(train_recbole, "data", "out_dir", "seed", "k") if kind == RECBOLE else ()
         check_known_keys(cfg.method, (*MOST_POPULAR_KEYS, *known), "method")
         if not cfg.test:
             raise ValueError(f"test=false scores the validation users' target NLL with the language model; "

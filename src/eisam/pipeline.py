@@ -247,7 +247,7 @@ def reference_model(cfg: DictConfig, out_dir: Path) -> dict:
     options = {key: value for key, value in OmegaConf.to_container(cfg.method, resolve=True).items()
                if key not in ("name", "kind")}
     ks = tuple(cfg.decoding.ks)
-    result = train_recbole(data, work_dir=out_dir, seed=cfg.seed, k=max(ks), **options)
+    result = train_recbole(data, out_dir=out_dir, seed=cfg.seed, k=max(ks), **options)
     (valid_top, valid_ranks), (test_top, test_ranks) = result["valid"], result["test"]
     users, targets = [s.user for s in data.valid], [s.target for s in data.valid]
     valid = evaluate_rankings(valid_top, targets, None, data.stats, ks=ks, exact_ranks=valid_ranks,

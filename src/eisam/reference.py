@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 RECBOLE = "recbole"  # method.kind of these references (conf/method/sasrec.yaml, gru4rec.yaml)
 SPLITS = ("train", "valid", "test")  # RecBole's benchmark_filename suffixes
 USER, ITEMS, ITEM = "user_id", "item_id_list", "item_id"
+MODEL_FILE = "recbole_model.pth"  # RecBole's checkpoint of the best epoch, kept in the run folder
 DATASET = "split"  # RecBole's name for the run's files (it reads its own copy of the data for the name ml-100k)
 
 
@@ -102,15 +105,21 @@ def rank_catalogue(model, dataset, samples: list[Sample], n_items: int, k: int,
     return top, np.asarray(ranks, dtype=np.int64)
 
 
-def train_recbole(data: RecData, *, work_dir: Path, seed: int, k: int, model: str,
+def train_recbole(data: RecData, *, out_dir: Path, seed: int, k: int, model: str,
                   epochs: int = 300, stopping_step: int = 10, valid_metric: str = "NDCG@10",
                   config: dict | None = None) -> dict:
     """Train RecBole's ``model`` with its own trainer (early stopping on ``valid_metric`` over the
     validation users, the best epoch kept), then rank the catalogue for the validation and test samples.
     Returns ``valid`` and ``test`` (top-k lists and target ranks), ``cost`` and ``selection``."""
+    with tempfile.TemporaryDirectory(prefix="recbole-") as scratch:  # its files, logs and checkpoints
+        folder = Path(scratch) / DATASET
+        write_benchmark_files(data, folder)
+        return _fit_and_rank(data, folder, Path(out_dir), seed, k, model, epochs, stopping_step, valid_metric, config)
+
+
+def _fit_and_rank(data: RecData, folder: Path, out_dir: Path, seed: int, k: int, model: str, epochs: int,
+                  stopping_step: int, valid_metric: str, config: dict | None) -> dict:
     Config, create_dataset, data_preparation, get_model, get_trainer, init_seed = import_recbole()
-    folder = Path(work_dir) / "recbole" / DATASET
-    write_benchmark_files(data, folder)
     settings = {
         "data_path": str(folder.parent), "benchmark_filename": list(SPLITS), "checkpoint_dir": str(folder.parent),
         "load_col": {"inter": [USER, ITEMS, ITEM], "item": [ITEM]},
@@ -135,6 +144,7 @@ def train_recbole(data: RecData, *, work_dir: Path, seed: int, k: int, model: st
         best_score, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         train_seconds = time.perf_counter() - started
         network.load_state_dict(torch.load(trainer.saved_model_file, weights_only=False)["state_dict"])
+        shutil.move(trainer.saved_model_file, out_dir / MODEL_FILE)  # the tested weights stay with the run
     epochs_run = len(trainer.train_loss_dict)
     valid, test = (rank_catalogue(network, dataset, samples, len(data.items), k) for samples in (data.valid, data.test))
     steps = epochs_run * len(train_data)
