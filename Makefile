@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-stress reproduce reproduce-more select tables figures bench bench-optim bench-decode bench-cpu dashboard clean cluster-plan
+.PHONY: install test test-stress reproduce reproduce-more select tables figures bench bench-optim bench-decode bench-cpu bench-scaling dashboard clean cluster-plan
 
 install: $(STAMP)
 
@@ -108,6 +108,11 @@ bench-decode: $(STAMP)
 QUICK ?=
 bench-cpu: $(STAMP)
 	$(PY) scripts/bench_cpu.py $(QUICK) --out outputs/bench/cpu.json --profile outputs/bench/profile
+
+# `make bench-scaling [QUICK=--quick]`: cost against catalogue size M (10^3 to 10^6) and batch size, one torch
+# thread (scripts/bench_scaling.py, about 20-45 min); the full run writes docs/results/scaling/, --quick outputs/bench/scaling.
+bench-scaling: $(STAMP)
+	$(PY) scripts/bench_scaling.py $(QUICK) --out $(if $(QUICK),outputs/bench/scaling,docs/results/scaling)
 
 bench: bench-optim bench-decode bench-cpu
 

@@ -159,6 +159,22 @@ def test_atomic_needs_root_and_known_roles(tmp_path):
         load_rec_data(name="syn", source="synthetic", synthetic={"users": 3})
 
 
+def test_vectorized_synthetic_keeps_every_item_and_the_loop_default():
+    inter, items = synthetic_frames({**SYN, "generator": "vectorized", "n_items": 300})
+    assert set(inter["item"]) == set(items["item"]) and len(items) == 300  # the catalogue keeps every item
+    assert not inter.duplicated(["user", "item"]).any() and items["title"].is_unique
+    assert items["title"].str.split().str.len().between(3, 10).all()
+    assert (inter.sort_values(["user", "time"]).groupby("user")["time"].diff().dropna() > 0).all()
+    counts = inter["item"].value_counts()
+    assert counts.iloc[0] > 10 * counts.median()  # long-tailed
+    loop = synthetic_frames(SYN)
+    assert all(a.equals(b) for a, b in zip(loop, synthetic_frames({**SYN, "generator": "loop"})))
+    with pytest.raises(DataError, match="at least one per item"):
+        synthetic_frames({**SYN, "generator": "vectorized", "n_users": 5})
+    with pytest.raises(DataError, match="generator in"):
+        synthetic_frames({**SYN, "generator": "fast"})
+
+
 def test_missing_recbole_says_how_to_install(monkeypatch):
     def absent(name):
         raise importlib.metadata.PackageNotFoundError(name)
