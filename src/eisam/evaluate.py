@@ -1,5 +1,5 @@
 """Re-evaluate a finished run: ``python -m eisam.evaluate run_dir=... [+overrides.decoding.search=exact]``,
-or score its validation users instead (``+overrides.test=false``)."""
+or score its validation users instead (``+overrides.test=false``; a run with ``valid_decode=true`` also decodes them)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     from eisam.config_check import MOST_POPULAR, validate_config
     from eisam.reference import RECBOLE
     from eisam.models.precision import pin_compute_dtype
-    from eisam.pipeline import attach_prefix_cache, build, test_and_write, validate_and_write
+    from eisam.pipeline import attach_prefix_cache, build, decode_validation, test_and_write, validate_and_write
     from eisam.run_files import ADAPTER, RESOLVED_CONFIG
 
     config_file, adapter = run_dir / RESOLVED_CONFIG, run_dir / ADAPTER
@@ -44,6 +44,8 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     _, model, datamodule = build(cfg, adapter_dir=adapter)
     attach_prefix_cache(cfg, model, datamodule)  # the run's own fast path: its NLL, to float precision
     extra = {"reevaluated_from": str(run_dir)}
+    if cfg.get("valid_decode"):
+        extra["valid"] = decode_validation(cfg, model, datamodule, out_dir)
     if cfg.test:
         return test_and_write(cfg, model, datamodule, out_dir, extra)
     OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)

@@ -121,6 +121,14 @@ def decode(cfg: DictConfig, model, datamodule: RecDataModule, samples) -> tuple[
     return evaluate_split(model, datamodule, samples, cfg.decoding)
 
 
+def decode_validation(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path) -> dict:
+    """``valid_decode=true`` (hyperparameter search; the test split stays untouched): the validation users'
+    rankings into valid_predictions.csv; returns their metrics."""
+    metrics, predictions = decode(cfg, model, datamodule, datamodule.data.valid)
+    write_csv(out_dir / VALID_PREDICTIONS, predictions)
+    return metrics
+
+
 def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:
     """Decode the test users, then write predictions.csv and, last, metrics.json."""
     metrics, predictions = decode(cfg, model, datamodule, datamodule.data.test)
@@ -214,9 +222,8 @@ def train(cfg: DictConfig) -> dict:
                  "monitor": checkpoint.monitor if checkpoint else None,
                  "best_val_nll": _float(checkpoint.best_model_score) if selected else None}
     extra = {"cost": cost, "selection": selection}
-    if cfg.get("valid_decode"):  # validation NDCG for hyperparameter search; test stays untouched
-        extra["valid"], valid_predictions = decode(cfg, model, datamodule, datamodule.data.valid)
-        write_csv(out_dir / VALID_PREDICTIONS, valid_predictions)
+    if cfg.get("valid_decode"):
+        extra["valid"] = decode_validation(cfg, model, datamodule, out_dir)
     write = test_and_write if cfg.test else validate_and_write
     result = write(cfg, model, datamodule, out_dir, extra)
     log_final_metrics(loggers, result)

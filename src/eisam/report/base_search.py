@@ -29,7 +29,7 @@ from eisam.run_files import ITEM_STATS, METRICS, RESOLVED_CONFIG, VALID_PREDICTI
 # What a setting is: the knobs of the search (docs/results/base), read from the run's saved config.
 KNOBS = {"method": "method.name", "epochs": "trainer.max_epochs", "lr": "method.lr",
          "targets": "model.lora.target_modules", "r": "model.lora.r", "top_layers": "model.lora.top_layers",
-         "samples": "data.max_train_samples"}
+         "samples": "data.max_train_samples", "decoding": "decoding.search"}
 CURVES = [VAL_NLL, VAL_HEAD_NLL, VAL_TAIL_NLL, PROBE_NLL, PROBE_HEAD_NLL, PROBE_TAIL_NLL]
 
 
@@ -47,10 +47,11 @@ def read_setting(folder: Path) -> dict | None:
     metrics = json.loads((folder / METRICS).read_text())
     predictions = pd.read_csv(folder / VALID_PREDICTIONS, dtype={"user": str})
     hit, ndcg = case_hit_ndcg(predictions["rank"], K)
-    stats = ItemStats.load(folder / ITEM_STATS)
+    trained = Path(metrics.get("reevaluated_from") or folder)  # a re-evaluation (another decoder) of a run
+    stats = ItemStats.load(trained / ITEM_STATS)
     popular = [stats.most_popular(K)] * len(predictions)
     _, popular_ndcg = case_hit_ndcg(target_ranks(popular, predictions.target.tolist()), K)
-    cost = metrics.get("cost") or {}
+    cost = json.loads((trained / METRICS).read_text()).get("cost") or {}
     return {"run": str(folder), **{name: _get(cfg, key) for name, key in KNOBS.items()},
             "users": len(predictions), "hit": hit, "ndcg": ndcg, "vs_mostpop": ndcg - popular_ndcg,
             "mostpop_ndcg": popular_ndcg.mean(), "nll": ((metrics.get("valid") or {}).get("overall") or {}).get("nll"),
@@ -92,7 +93,7 @@ def search_table(settings: list[dict]) -> pd.DataFrame:
 def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
     fig, ((ax,),) = panels(1, 6.5)
     llm = table[table._llm]
-    for knob in ("epochs", "lr", "targets", "r", "top_layers", "samples"):
+    for knob in ("epochs", "lr", "targets", "r", "top_layers", "samples", "decoding"):
         varied = llm.groupby([k for k in KNOBS if k not in (knob, "method")], dropna=False).filter(
             lambda g: g[knob].nunique() > 1)
         for _, curve in varied.groupby([k for k in KNOBS if k not in (knob, "method")], dropna=False):
