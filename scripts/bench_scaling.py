@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the exact search only on catalogues up to this size (see the README for why)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the other core is someone else's)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/scaling"))
+    parser.add_argument("--from-json", type=Path, help="measure nothing: redo the fits, table and figures of this "
+                        "finished run's scaling.json into --out")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -193,16 +195,22 @@ def training_series(rows: list[dict]) -> dict:
 
 
 def slopes(rows: list[dict]) -> dict:
+    """Against M: each catalogue cost, and each method's seconds per step at one batch size. Against the
+    distinct items per batch: each method over every (M, batch size), since within one batch size they
+    barely vary; the seconds then also grow with the batch, the passes do not."""
     items = [r["n_items"] for r in rows]
-    training = {}
-    for (method, batch), points in training_series(rows).items():
-        passes = [p["forward"] + p["backward"] for p in points]
-        training[f"{method} B={batch}"] = {
-            "s_per_step_vs_items": slope([p["n_items"] for p in points], [p["s_per_step"] for p in points]),
-            "s_per_step_vs_distinct": slope([p["distinct_items"] for p in points], [p["s_per_step"] for p in points]),
-            "passes_vs_distinct": slope([p["distinct_items"] for p in points], passes)}
+    series = training_series(rows)
+    by_method = {}
+    for (method, _), points in series.items():
+        by_method.setdefault(method, []).extend(points)
     return {"catalogue_vs_items": {k: slope(items, [r[k] for r in rows]) for k in CATALOGUE_COSTS},
-            "training": training}
+            "training_vs_items": {f"{m} B={b}": slope([p["n_items"] for p in points], [p["s_per_step"] for p in points])
+                                  for (m, b), points in series.items()},
+            "training_vs_distinct": {m: {"s_per_step": slope([p["distinct_items"] for p in points],
+                                                             [p["s_per_step"] for p in points]),
+                                         "passes": slope([p["distinct_items"] for p in points],
+                                                         [p["forward"] + p["backward"] for p in points])}
+                                     for m, points in by_method.items()}}
 
 
 def figures(rows: list[dict], out: Path) -> list[str]:
@@ -226,16 +234,18 @@ def figures(rows: list[dict], out: Path) -> list[str]:
 
     series = training_series(rows)
     batches = sorted({b for _, b in series})
+    color = {method: f"C{i}" for i, method in enumerate(dict.fromkeys(m for m, _ in series))}
     fig, axes = plt.subplots(1, len(batches) + 1, figsize=(5 * (len(batches) + 1), 4.2))
     for ax, batch in zip(axes, batches):
         for (method, b), points in series.items():
             if b == batch:
-                ax.plot([p["n_items"] for p in points], [p["s_per_step"] for p in points], marker="o", label=method)
+                ax.plot([p["n_items"] for p in points], [p["s_per_step"] for p in points], marker="o", label=method,
+                        color=color[method])
         ax.set(xscale="log", yscale="log", xlabel="catalogue size M", ylabel="seconds per step", title=f"batch {batch}")
         ax.legend(fontsize=7)
     for (method, _), points in series.items():
         axes[-1].scatter([p["distinct_items"] for p in points], [p["forward"] + p["backward"] for p in points],
-                         label=method, s=14)
+                         label=method, s=14, color=color[method])
     handles, labels = axes[-1].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     axes[-1].legend(unique.values(), unique.keys(), fontsize=7)
@@ -273,18 +283,19 @@ def markdown(result: dict) -> str:
               "", "## Training: seconds per step (passes fwd/bwd, peak rise MiB)", ""]
     series = training_series(rows)
     header = " | ".join(f"M = {r['n_items']:,}" for r in rows)
-    lines += [f"| method | B | distinct items per batch | {header} | slope vs M | slope vs distinct | passes slope vs distinct |",
-              "| --- " * 3 + "| ---: " * (len(rows) + 3) + "|"]
+    lines += [f"| method | B | distinct items per batch | {header} | slope vs M |",
+              "| --- " * 3 + "| ---: " * (len(rows) + 1) + "|"]
     for (method, batch), points in series.items():
         by_m = {p["n_items"]: p for p in points}
         cells = " | ".join(
             "-" if r["n_items"] not in by_m else
             f"{by_m[r['n_items']]['s_per_step']:.3g} ({by_m[r['n_items']]['forward']}/{by_m[r['n_items']]['backward']}, "
             f"{fmt(by_m[r['n_items']]['step_mb'])})" for r in rows)
-        fit = s["training"][f"{method} B={batch}"]
         lines.append(f"| {method} | {batch} | {', '.join(str(p['distinct_items']) for p in points)} | {cells} | "
-                     f"{fmt(fit['s_per_step_vs_items'])} | {fmt(fit['s_per_step_vs_distinct'])} | "
-                     f"{fmt(fit['passes_vs_distinct'])} |")
+                     f"{fmt(s['training_vs_items'][f'{method} B={batch}'])} |")
+    lines += ["", "Slope of log cost on log distinct items per batch, over every M and batch size:", "",
+              "| method | passes per step | seconds per step |", "| --- | ---: | ---: |"]
+    lines += [f"| {m} | {fmt(f['passes'])} | {fmt(f['s_per_step'])} |" for m, f in s["training_vs_distinct"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -292,16 +303,19 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        rows = [bench_catalogue(n, args, Path(scratch)) for n in args.sizes]
-    result = {"command": " ".join(["python", "scripts/bench_scaling.py", *(argv or sys.argv[1:])]),
-              "machine": machine(), "quick": args.quick,
-              "settings": {k: getattr(args, k) for k in ("sizes", "batch_sizes", "groups", "users", "reps",
-                                                           "per_item_max_batch", "exact_max_items", "threads")},
-              "catalogues": rows, "slopes": slopes(rows)}
-    result["figures"] = figures(rows, args.out)
-    result["wall_s"] = time.perf_counter() - started
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+    else:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = [bench_catalogue(n, args, Path(scratch)) for n in args.sizes]
+        result = {"command": " ".join(["python", "scripts/bench_scaling.py", *(argv or sys.argv[1:])]),
+                  "machine": machine(), "quick": args.quick,
+                  "settings": {k: getattr(args, k) for k in ("sizes", "batch_sizes", "groups", "users", "reps",
+                                                               "per_item_max_batch", "exact_max_items", "threads")},
+                  "catalogues": rows, "wall_s": time.perf_counter() - started}
+    result["slopes"] = slopes(result["catalogues"])
+    result["figures"] = figures(result["catalogues"], args.out)
     (args.out / "scaling.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (args.out / "scaling.md").write_text(table)

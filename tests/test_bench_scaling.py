@@ -49,11 +49,16 @@ def test_quick_run_writes_every_cost(tmp_path, one_thread):
     fits = result["slopes"]
     assert set(fits["catalogue_vs_items"]) == set(bench_scaling.CATALOGUE_COSTS)
     assert fits["catalogue_vs_items"]["tree_nodes"] > 0.5  # nodes grow with the catalogue: a fit that can fail
-    assert set(fits["training"]) == {f"{m} B={b}" for m, b in labels}
-    assert all(set(f) == {"s_per_step_vs_items", "s_per_step_vs_distinct", "passes_vs_distinct"}
-               for f in fits["training"].values())
+    assert set(fits["training_vs_items"]) == {f"{m} B={b}" for m, b in labels}
+    assert set(fits["training_vs_distinct"]) == set(methods)
+    assert all(set(f) == {"passes", "s_per_step"} for f in fits["training_vs_distinct"].values())
+    assert fits["training_vs_distinct"]["base"]["passes"] == 0  # 1/1 whatever the batch holds
+    assert fits["training_vs_distinct"][bench_scaling.PER_ITEM]["passes"] > 0.5
     assert all((tmp_path / name).stat().st_size > 0 for name in result["figures"])
-    assert "| per_item |" in (tmp_path / "scaling.md").read_text()
+    table = (tmp_path / "scaling.md").read_text()
+    assert "| per_item |" in table
+    bench_scaling.main(["--from-json", str(tmp_path / "scaling.json"), "--out", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "scaling.md").read_text() == table  # the fits and table come from the JSON alone
 
 
 @pytest.mark.parametrize("argv", [["--sizes", "50"], ["--batch-sizes", "0"], ["--groups", "500", "--sizes", "300"]])
