@@ -110,7 +110,8 @@ bench-cpu: $(STAMP)
 	$(PY) scripts/bench_cpu.py $(QUICK) --out outputs/bench/cpu.json --profile outputs/bench/profile
 
 # `make bench-scaling [QUICK=--quick]`: cost against catalogue size M (10^3 to 10^6) and batch size, one torch
-# thread (scripts/bench_scaling.py, about 20-45 min); the full run writes docs/results/scaling/, --quick outputs/bench/scaling.
+# thread (scripts/bench_scaling.py; 18.3 min here, docs/results/scaling/README.md): the full run writes
+# docs/results/scaling/, --quick (about 20 s) outputs/bench/scaling.
 bench-scaling: $(STAMP)
 	$(PY) scripts/bench_scaling.py $(QUICK) --out $(if $(QUICK),outputs/bench/scaling,docs/results/scaling)
 
