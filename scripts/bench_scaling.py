@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, help=f"test users decoded per catalogue (default {FULL['users']})")
     parser.add_argument("--reps", type=int, help=f"timed steps per method (default {FULL['reps']})")
     parser.add_argument("--per-item-max-batch", type=int, default=64,
-                        help="the per-item reference only at batch sizes up to this (it runs 1 + 2 D passes)")
+                        help="the per-item reference only at batch sizes up to this (1 + D forwards, 2 D backwards)")
     parser.add_argument("--exact-max-items", type=int, default=10**4,
                         help="the exact search only on catalogues up to this size (see the README for why)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the other core is someone else's)")
@@ -97,10 +97,10 @@ def measured(fn):
 
 
 def catalogue(n_items: int, users: int, out: Path):
-    """(data, model, datamodule) of the synthetic catalogue of ``n_items`` items, built by the pipeline."""
+    """(config, (data, model, datamodule)) of the synthetic catalogue of ``n_items`` items, built by the pipeline."""
     cfg = compose_config(out, "model=tiny_llama", "data=synthetic", "logger=none", "+data.synthetic.generator=vectorized",
                          f"data.synthetic.n_items={n_items}", f"data.synthetic.n_users={round(n_items * USERS_PER_ITEM)}",
-                         f"data.max_eval_users={users}", "decoding.num_beams=20")
+                         f"data.max_eval_users={users}")
     torch.manual_seed(0)
     return cfg, build(cfg)
 
@@ -116,7 +116,7 @@ def bench_decoding(cfg, model, data, datamodule, tree, exact: bool) -> dict:
             model, b, tree, expansions_per_round=cfg.decoding.expansions_per_round, **common))
     (found, seconds), _, rise = measured(lambda: timed_batches(routes, prompts, cfg.decoding.batch_size))
     result = {"users": len(prompts), "beam_s_per_user": seconds["beam"] / len(prompts), "decode_mb": rise,
-              "exact_s_per_user": None, "exact_expanded_per_user": None}
+              "exact_s_per_user": None, "exact_expanded_per_user": None, "exact_expanded_max": None}
     if exact:
         expanded = [row[2] for row in found["exact"]]
         result.update(exact_s_per_user=seconds["exact"] / len(prompts),
