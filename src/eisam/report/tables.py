@@ -10,7 +10,7 @@ import pandas as pd
 from eisam.report.runs import ACCURACY, GROUPS, IN_HISTORY, K, LONGTAIL, PAIRED, PER_USER, RECIPROCAL, of_group
 from eisam.report.stats import ALPHA, POWER, RESAMPLES, bootstrap_ci, holm, min_detectable_difference, paired_t
 
-REFERENCES = ("base", "sam")  # every method is compared with each of these
+REFERENCES = ("base", "sam", "mostpop")  # every method is compared with each of these (mostpop: the floor)
 COMPARED = (f"ndcg@{K}", "nll", "rr")  # per-user scores of the paired tests (rr where exact ranks exist)
 LABELS = {f"hr@{K}": f"HR@{K}", f"ndcg@{K}": f"NDCG@{K}", "nll": "NLL", "rr": "MRR"}
 
