@@ -20,6 +20,7 @@ import yaml
 from eisam.data.item_stats import ItemStats
 from eisam.metric_keys import PROBE_HEAD_NLL, PROBE_NLL, PROBE_TAIL_NLL, VAL_HEAD_NLL, VAL_NLL, VAL_TAIL_NLL
 from eisam.metrics.ranking import case_hit_ndcg, target_ranks
+from eisam.reference import RECBOLE
 from eisam.report.figures import panels, save
 from eisam.report.runs import K, find_run_folders
 from eisam.report.stats import bootstrap_ci, paired_t
@@ -52,12 +53,14 @@ def read_setting(folder: Path) -> dict | None:
     popular = [stats.most_popular(K)] * len(predictions)
     _, popular_ndcg = case_hit_ndcg(target_ranks(popular, predictions.target.tolist()), K)
     cost = json.loads((trained / METRICS).read_text()).get("cost") or {}
-    return {"run": str(folder), **{name: _get(cfg, key) for name, key in KNOBS.items()},
+    language_model = cfg["method"].get("kind") != RECBOLE
+    knobs = {name: str(_get(cfg, key)) if language_model or name in ("method", "samples") else ""
+             for name, key in KNOBS.items()}  # text: a table mixing models shows 4, not 4.0
+    return {"run": str(folder), **knobs,
             "users": len(predictions), "hit": hit, "ndcg": ndcg, "vs_mostpop": ndcg - popular_ndcg,
             "mostpop_ndcg": popular_ndcg.mean(), "nll": ((metrics.get("valid") or {}).get("overall") or {}).get("nll"),
             "train_seconds": cost.get("train_seconds"), "train_steps": cost.get("train_steps"),
-            "samples_seen": (cost.get("train_steps") or 0) * cfg.get("batch_size", 0) if cfg["method"].get("kind")
-            != "recbole" else None}
+            "samples_seen": (cost.get("train_steps") or 0) * cfg["batch_size"] if language_model else None}
 
 
 def curves(folder: Path) -> pd.DataFrame:
@@ -100,9 +103,9 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
             curve = curve.sort_values("_seconds")
             ax.errorbar(curve._seconds, curve._ndcg, yerr=[curve._ndcg - curve._lo, curve._hi - curve._ndcg],
                         marker="o", capsize=3, label=f"{knob}: " + ", ".join(map(str, curve[knob])))
-    ax.axhline(table._mostpop.iloc[0], color="grey", ls="--", label="mostpop")
-    for _, ref in table[~table._llm].iterrows():
-        ax.axhline(ref._ndcg, ls=":", color="black", label=f"{ref.method} (samples {ref.samples})")
+    ax.axhline(table._mostpop.iloc[0], color="grey", ls="--", label=f"mostpop ({table._mostpop.iloc[0]:.4f})")
+    for (method, samples), runs in table[~table._llm].groupby(["method", "samples"], dropna=False):
+        ax.axhline(runs._ndcg.mean(), ls=":", color="black", label=f"{method}, {samples} samples ({len(runs)} seeds)")
     ax.set(xscale="log", xlabel="training seconds (this CPU)", ylabel=f"validation NDCG@{K}")
     ax.legend(fontsize=7)
     paths = [save(fig, out / "ndcg_vs_compute.png")]
