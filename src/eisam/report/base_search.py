@@ -89,7 +89,7 @@ def search_table(settings: list[dict]) -> pd.DataFrame:
                      "valid NLL": None if s["nll"] is None else round(s["nll"], 4),
                      "train seconds": s["train_seconds"], "samples seen": s["samples_seen"], "run": Path(s["run"]).name,
                      "_ndcg": s["ndcg"].mean(), "_lo": ndcg_lo, "_hi": ndcg_hi, "_mostpop": s["mostpop_ndcg"],
-                     "_seconds": s["train_seconds"], "_llm": s["samples_seen"] is not None})
+                     "_seconds": s["train_seconds"], "_llm": s["samples_seen"] is not None, "_folder": s["run"]})
     return pd.DataFrame(rows)
 
 
@@ -116,7 +116,10 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
             for column in [c for c in CURVES if c in rows]:
                 ax.plot(rows.epoch + 1, rows[column], marker="o", ls="-" if column.startswith("val") else "--",
                         label=column)
-            ax.set(title=Path(run).name[:60], xlabel="epoch", ylabel="target NLL")
+            setting = table.set_index("_folder").loc[run]
+            ax.set(title=", ".join(f"{k} {setting[k]}" for k in ("lr", "targets", "r", "top_layers", "samples")),
+                   xlabel="epoch", ylabel="target NLL")
+            ax.title.set_fontsize(8)
             ax.legend(fontsize=7)
         paths.append(save(fig, out / "gap.png"))
     return paths
@@ -133,6 +136,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"no finished validation runs (with {VALID_PREDICTIONS}) under {', '.join(map(str, args.paths))}")
     table = search_table(settings)
     gap = pd.concat([curves(f) for f in folders], ignore_index=True)
+    gap = gap[gap.run.isin(table._folder)] if not gap.empty else gap  # finished settings only
     args.out.mkdir(parents=True, exist_ok=True)
     shown = table[[c for c in table if not c.startswith("_")]]
     shown.to_csv(args.out / "base_search.csv", index=False)
