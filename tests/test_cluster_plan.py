@@ -24,7 +24,8 @@ from submitit.slurm.slurm import SlurmExecutor
 from eisam.entry import CONFIG_PATH, compose_config
 
 cluster_plan = load_script("cluster_plan")
-METHODS = sorted(p.stem for p in (Path(CONFIG_PATH) / "method").glob("*.yaml") if p.stem != "mostpop")
+METHODS = sorted(p.stem for p in (Path(CONFIG_PATH) / "method").glob("*.yaml")
+                 if p.stem not in ("mostpop", "sasrec", "gru4rec"))  # the methods that step a language model
 
 
 def composed(*overrides: str):

@@ -46,7 +46,7 @@ def test_views_are_built_offline_with_their_sections_and_panels():
         runset = workspace.runset_settings
         assert runset.filters == f"Metric(\"Group\") == '{group}'"
         assert [g.name for g in runset.groupby][:2] == ["data.name", "method.name"]
-        assert bool(extra) == (group in ("sensitivity", "hparams_search", "selection"))
+        assert bool(extra) == (group in ("sensitivity", "hparams_search", "selection", "base_search"))
         workspace._to_model().spec.model_dump_json()  # serializes as it would be sent
 
     sensitivity = build_workspace("entity", "project", "sensitivity", dataset="ml100k")

@@ -2,11 +2,12 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from eisam.config_check import validate_config
 from eisam.data.load import load_rec_data
 from eisam.pipeline import train
-from eisam.reference import per_row_len, write_benchmark_files
+from eisam.reference import import_recbole, per_row_len, write_benchmark_files
 
 
 @pytest.mark.parametrize("method", ["sasrec", "gru4rec"])
@@ -38,6 +39,11 @@ def test_benchmark_files_hold_every_sample_and_the_whole_catalogue(tmp_path):
     assert list(train.columns) == ["user_id:token", "item_id_list:token_seq", "item_id:token"]
     assert len(train) == 50 and train["item_id_list:token_seq"].iloc[0] == " ".join(map(str, data.train[0].history))
     assert len(pd.read_csv(folder / "split.item", sep="\t")) == len(data.items)
+
+
+def test_importing_recbole_leaves_anomaly_detection_off():
+    import_recbole()
+    assert not torch.is_anomaly_enabled()  # RecBole's SINE module turns it on for the whole process
 
 
 def test_per_row_len_restores_pandas():

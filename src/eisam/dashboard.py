@@ -95,6 +95,15 @@ def _selection() -> ws.Section:
                       panels=[*_against(VALID_NLL[0], *GRID), *_against(VALID_NLL[1], *GRID)])
 
 
+BASE_KNOBS = ("trainer.max_epochs", "method.lr", "model.lora.r", "model.lora.top_layers", "data.max_train_samples")
+
+
+def _base_search() -> ws.Section:
+    return ws.Section(name=f"Base search: validation NDCG@{K} and NLL against each knob (test never read)",
+                      is_open=True, panels=[_parallel("settings", BASE_KNOBS, (VALID_NDCG, VALID_NLL[0])),
+                                            *_against(VALID_NDCG, *BASE_KNOBS)])
+
+
 # One view per task_name: conf/train.yaml's default (single runs) and each conf/experiment/*.yaml.
 VIEWS = {
     "train": View(),
@@ -105,6 +114,7 @@ VIEWS = {
     "sensitivity": View(settings=GRID, section=_sensitivity),
     "hparams_search": View(section=_search),
     "selection": View(settings=GRID, section=_selection),
+    "base_search": View(settings=BASE_KNOBS, section=_base_search),
 }
 
 

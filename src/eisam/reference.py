@@ -33,13 +33,18 @@ DATASET = "split"  # RecBole's name for the run's files (it reads its own copy o
 
 def import_recbole():
     """RecBole 1.2.1's modules, importable under numpy 2: its ``Config`` runs ``np.float = np.float_`` (and
-    the same for ``complex_`` and ``unicode_``), names numpy 2 removed; they are restored as aliases first."""
+    the same for ``complex_`` and ``unicode_``), names numpy 2 removed; they are restored as aliases first.
+    Importing its models leaves torch's anomaly detection as it was."""
     for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
         if not hasattr(np, old):
             setattr(np, old, new)
+    anomaly = torch.is_anomaly_enabled()
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_seed
+
+    get_model("SASRec")  # imports RecBole's model packages; one module (SINE's) turns anomaly detection on for
+    torch.autograd.set_detect_anomaly(anomaly)  # the whole process when imported, slowing every later backward
 
     return Config, create_dataset, data_preparation, get_model, get_trainer, init_seed
 
