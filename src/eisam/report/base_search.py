@@ -93,6 +93,10 @@ def search_table(settings: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _samples(samples: str) -> str:
+    return "all training samples" if samples == "None" else f"{samples} training samples"
+
+
 def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
     fig, ((ax,),) = panels(1, 6.5)
     llm = table[table._llm]
@@ -103,10 +107,13 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
             curve = curve.sort_values("_seconds")
             ax.errorbar(curve._seconds, curve._ndcg, yerr=[curve._ndcg - curve._lo, curve._hi - curve._ndcg],
                         marker="o", capsize=3, label=f"{knob}: " + ", ".join(map(str, curve[knob])))
-    ax.axhline(table._mostpop.iloc[0], color="grey", ls="--", label=f"mostpop ({table._mostpop.iloc[0]:.4f})")
-    for (method, samples), runs in table[~table._llm].groupby(["method", "samples"], dropna=False):
-        ax.axhline(runs._ndcg.mean(), ls=":", color="black", label=f"{method}, {samples} samples ({len(runs)} seeds)")
-    ax.set(xscale="log", xlabel="training seconds (this CPU)", ylabel=f"validation NDCG@{K}")
+    for color, (samples, runs) in zip(("grey", "darkgrey", "lightgrey"), table.groupby("samples")):
+        ax.axhline(runs._mostpop.iloc[0], color=color, ls="--", label=f"mostpop, {_samples(samples)}")  # its list
+        # depends on the training samples
+    references = table[~table._llm].groupby(["method", "samples"])
+    for style, ((method, samples), runs) in zip(("-.", ":", (0, (1, 4)), (0, (5, 2))), references):
+        ax.axhline(runs._ndcg.mean(), ls=style, color="black", label=f"{method}, {_samples(samples)} ({len(runs)} seeds)")
+    ax.set(xlabel="training seconds (this CPU, shared)", ylabel=f"validation NDCG@{K}")
     ax.legend(fontsize=7)
     paths = [save(fig, out / "ndcg_vs_compute.png")]
     if not gap.empty:
