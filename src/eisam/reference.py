@@ -4,7 +4,8 @@ trainer on exactly this run's samples, stopped early on validation, then ranked 
 RecBole reads the run's splits as benchmark files, one row per sample (user, history, target), so it
 trains on the same (history, target) pairs as the LLM (no augmentation of its own), and validates and
 tests on the same target per user. Its config keeps RecBole's defaults except what ``config`` sets,
-the seed, and ``MAX_ITEM_LIST_LENGTH``, which is the run's ``data.history_len`` (no sample is longer).
+the seed, and ``MAX_ITEM_LIST_LENGTH``, the longest history among the run's samples (at most
+``data.history_len``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 RECBOLE = "recbole"  # method.kind of these references (conf/method/sasrec.yaml, gru4rec.yaml)
 SPLITS = ("train", "valid", "test")  # RecBole's benchmark_filename suffixes
-USER, ITEMS, ITEM = "user_id", "item_id_list", "item_id"
+USER, ITEMS, ITEM, LENGTH = "user_id", "item_id_list", "item_id", "item_length"  # RecBole's default field names
 MODEL_FILE = "recbole_model.pth"  # RecBole's checkpoint of the best epoch, kept in the run folder
 DATASET = "split"  # RecBole's name for the run's files (it reads its own copy of the data for the name ml-100k)
 
@@ -76,8 +77,8 @@ def write_benchmark_files(data: RecData, folder: Path) -> None:
                       f"{ITEMS}:token_seq": [" ".join(map(str, s.history)) for s in samples],
                       f"{ITEM}:token": [s.target for s in samples]}).to_csv(
             folder / f"{folder.name}.{split}.inter", sep="\t", index=False)
-    pd.DataFrame({f"{ITEM}:token": data.items.index.to_numpy()}).to_csv(folder / f"{folder.name}.item", sep="\t",
-                                                                          index=False)
+    pd.DataFrame({f"{ITEM}:token": np.arange(len(data.items))}).to_csv(folder / f"{folder.name}.item", sep="\t",
+                                                                        index=False)
 
 
 def rank_catalogue(model, dataset, samples: list[Sample], n_items: int, k: int,
@@ -101,7 +102,8 @@ def rank_catalogue(model, dataset, samples: list[Sample], n_items: int, k: int,
             seq[row, :len(s.history)] = torch.tensor([token_ids[i] for i in s.history])
         lengths = torch.tensor([len(s.history) for s in batch])
         with torch.no_grad():
-            scores = model.full_sort_predict(Interaction({ITEMS: seq, "item_length": lengths}))
+            batch_input = Interaction({ITEMS: seq, LENGTH: lengths}).to(next(model.parameters()).device)
+            scores = model.full_sort_predict(batch_input)
         scores = scores.view(len(batch), -1)[:, torch.as_tensor(columns)].float().cpu().numpy()  # [batch, n_items]
         order = np.argsort(-scores, axis=1, kind="stable")
         top += order[:, :k].tolist()
