@@ -13,7 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -52,14 +51,14 @@ def read_setting(folder: Path) -> dict | None:
     stats = ItemStats.load(trained / ITEM_STATS)
     popular = [stats.most_popular(K)] * len(predictions)
     _, popular_ndcg = case_hit_ndcg(target_ranks(popular, predictions.target.tolist()), K)
-    cost = json.loads((trained / METRICS).read_text()).get("cost") or {}
+    cost = (metrics if trained == folder else json.loads((trained / METRICS).read_text())).get("cost") or {}
     language_model = cfg["method"].get("kind") != RECBOLE
     knobs = {name: str(_get(cfg, key)) if language_model or name in ("method", "samples") else ""
              for name, key in KNOBS.items()}  # text: a table mixing models shows 4, not 4.0
     return {"run": str(folder), **knobs,
             "users": len(predictions), "hit": hit, "ndcg": ndcg, "vs_mostpop": ndcg - popular_ndcg,
             "mostpop_ndcg": popular_ndcg.mean(), "nll": ((metrics.get("valid") or {}).get("overall") or {}).get("nll"),
-            "train_seconds": cost.get("train_seconds"), "train_steps": cost.get("train_steps"),
+            "train_seconds": cost.get("train_seconds"),
             "samples_seen": (cost.get("train_steps") or 0) * cfg["batch_size"] if language_model else None}
 
 
@@ -101,9 +100,10 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
     fig, ((ax,),) = panels(1, 6.5)
     llm = table[table._llm]
     for knob in ("epochs", "lr", "targets", "r", "top_layers", "samples", "decoding"):
-        varied = llm.groupby([k for k in KNOBS if k not in (knob, "method")], dropna=False).filter(
-            lambda g: g[knob].nunique() > 1)
-        for _, curve in varied.groupby([k for k in KNOBS if k not in (knob, "method")], dropna=False):
+        others = [k for k in KNOBS if k not in (knob, "method")]  # a curve: settings that differ in knob only
+        for _, curve in llm.groupby(others, dropna=False):
+            if curve[knob].nunique() < 2:
+                continue
             curve = curve.sort_values("_seconds")
             ax.errorbar(curve._seconds, curve._ndcg, yerr=[curve._ndcg - curve._lo, curve._hi - curve._ndcg],
                         marker="o", capsize=3, label=f"{knob}: " + ", ".join(map(str, curve[knob])))
