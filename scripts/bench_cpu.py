@@ -88,22 +88,23 @@ class Path_:
         cfg = compose_config(out, "scale=cpu", f"model.compute_dtype={precision}", "logger=none",
                              f"data.max_eval_users={sizes['users']}", "data.max_train_samples=512", *overrides)
         torch.manual_seed(0)
-        data, self.model, dm = build(cfg)
+        data, self.model, context = build(cfg)
         self.cfg, self.data = cfg, data
-        dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), dm.tokenizer.pad_token_id
+        dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), context.tokenizer.pad_token_id
         layer = first_adapted_layer(self.model)
-        sequences = [dm.token_sequence(s) for s in random.Random(1).sample(data.train, sizes["prefix_seqs"])]
+        sequences = [context.token_sequence(s) for s in random.Random(1).sample(data.train, sizes["prefix_seqs"])]
         self.prefix = lambda: compute_states(self.model, sequences, layer, dtype, None, pad, cfg.eval_batch_size)
         self.prefix_count = len(sequences)
         samples = random.Random(0).sample(data.train, cfg.batch_size)
-        dm.prefix_cache = load_or_build(self.model, [dm.token_sequence(s) for s in samples], cache_dir=cache_dir,
-                                        dtype=dtype, autocast_dtype=None, pad_token_id=pad)
-        self.batch = dm.collate(samples)
+        context = context.replace(prefix_cache=load_or_build(
+            self.model, [context.token_sequence(s) for s in samples], cache_dir=cache_dir, dtype=dtype,
+            autocast_dtype=None, pad_token_id=pad))
+        self.batch = context.collate(samples)
         self.steps = {m: self._step(m, out, layer) for m in METHODS}
-        prompts = [dm.prompt_ids(s) for s in data.test]
+        prompts = [context.prompt_ids(s) for s in data.test]
         prompt_cache = load_or_build(self.model, prompts, cache_dir=cache_dir, dtype=dtype, autocast_dtype=None,
                                      pad_token_id=pad, with_kv=True)
-        tree = PrefixTree(dm.item_response_ids)
+        tree = PrefixTree(context.item_response_ids)
         d = cfg.decoding
         self.decode = lambda: constrained_beam_search(
             self.model, prompts, tree, num_beams=d.num_beams, top_k=max(d.ks), pad_token_id=pad,

@@ -67,19 +67,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load(name: str | None, run_dir: Path | None, users: int, out: Path, seed: int = 0):
-    """(label, model, test samples, datamodule, stats) from the project's pipeline."""
+    """(label, model, test samples, context, stats) from the project's pipeline."""
     if run_dir is not None:
         cfg = OmegaConf.merge(OmegaConf.load(run_dir / RESOLVED_CONFIG),
                               {"data": {"max_eval_users": users}, "paths": {"output_dir": str(out)}})
         torch.manual_seed(seed)
-        data, model, datamodule = build(cfg, adapter_dir=run_dir / ADAPTER)
+        data, model, context = build(cfg, adapter_dir=run_dir / ADAPTER)
         label = f"{cfg.model.name} ({cfg.method.name}, trained: {run_dir.name})"
     else:
         cfg = compose_config(out, *MODELS[name], "logger=none", f"data.max_eval_users={users}", f"seed={seed}")
         torch.manual_seed(seed)
-        data, model, datamodule = build(cfg)
+        data, model, context = build(cfg)
         label = f"{name} (zero-shot)"
-    return label, model, data, datamodule
+    return label, model, data, context
 
 
 def timed_batches(routes: dict, prompts, batch_size: int) -> tuple[dict, dict]:
@@ -114,12 +114,12 @@ def beam_misses(model, prompts, item_tokens, beam_lists, exact_lists, exact_scor
             "tail_share_missed": share(missed), "tail_share_exact_found_by_beam": share(found_items)}
 
 
-def bench(label, model, data, datamodule, args) -> dict:
-    tree_items = datamodule.item_response_ids
+def bench(label, model, data, context, args) -> dict:
+    tree_items = context.item_response_ids
     tree = PrefixTree(tree_items)
-    samples = sorted(data.test, key=lambda s: len(datamodule.prompt_ids(s)))  # as the searches batch them
-    prompts = [datamodule.prompt_ids(s) for s in samples]
-    common = dict(top_k=args.top_k, pad_token_id=datamodule.tokenizer.pad_token_id, batch_size=args.batch_size)
+    samples = sorted(data.test, key=lambda s: len(context.prompt_ids(s)))  # as the searches batch them
+    prompts = [context.prompt_ids(s) for s in samples]
+    common = dict(top_k=args.top_k, pad_token_id=context.tokenizer.pad_token_id, batch_size=args.batch_size)
     routes = {"beam": lambda b: constrained_beam_search(model, b, tree, num_beams=args.num_beams, **common)}
     if args.hf_reference:
         routes["hf_generate"] = lambda b: generic_constrained_beam_search(model, b, tree, num_beams=args.num_beams,

@@ -65,24 +65,24 @@ def setup(model_name: str, path: str, args, out: Path) -> dict:
                          f"batch_size={args.batch_size}", "data.max_train_samples=512",
                          *path_overrides(path, top_layers))
     torch.manual_seed(0)
-    data, model, datamodule = build(cfg)
+    data, model, context = build(cfg)
     # A seeded random batch: consecutive samples are one user's prefixes, unlike real batches.
     samples = random.Random(0).sample(data.train, args.batch_size)
     setting = {"cfg": cfg, "data": data, "model": model, "prefix_layer": None, "cache_s_per_sample": None,
                "autocast": autocast_dtype(cfg.trainer.precision)}
     if cfg.model.prefix_cache:
-        dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), datamodule.tokenizer.pad_token_id
-        timed = [datamodule.token_sequence(s) for s in random.Random(1).sample(data.train, args.cache_samples)]
+        dtype, pad = torch_dtype(prefix_cache_dtype(cfg.model)), context.tokenizer.pad_token_id
+        timed = [context.token_sequence(s) for s in random.Random(1).sample(data.train, args.cache_samples)]
         started = time.perf_counter()
         compute_states(model, timed, first_adapted_layer(model), dtype,
                        setting["autocast"], pad, cfg.eval_batch_size)
         setting["cache_s_per_sample"] = (time.perf_counter() - started) / len(timed)
         with tempfile.TemporaryDirectory() as cache_dir:
-            datamodule.prefix_cache = load_or_build(model, [datamodule.token_sequence(s) for s in samples],
-                                                    cache_dir=cache_dir, dtype=dtype,
-                                                    autocast_dtype=setting["autocast"], pad_token_id=pad)
-        setting["prefix_layer"] = datamodule.prefix_cache.layer
-    setting["batch"] = datamodule.collate(samples)
+            context = context.replace(prefix_cache=load_or_build(
+                model, [context.token_sequence(s) for s in samples], cache_dir=cache_dir, dtype=dtype,
+                autocast_dtype=setting["autocast"], pad_token_id=pad))
+        setting["prefix_layer"] = context.prefix_cache.layer
+    setting["batch"] = context.collate(samples)
     return setting
 
 

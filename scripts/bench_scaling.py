@@ -3,7 +3,7 @@
 EISAM's claim is that its penalty costs the same whatever the number of items; this measures it, and
 what else grows with M. For each synthetic catalogue (``data.synthetic.generator=vectorized``: every
 item at least once, Zipf popularity, titles of 3-10 words; users = M / 8) the tiny random Llama is
-built by the project's pipeline, then timed on: the set-up (data, tokenizer, model, datamodule), the
+built by the project's pipeline, then timed on: the set-up (data, tokenizer, model, context), the
 item statistics, the prefix tree, the beam and the exact search (zero-shot, per user), and one training
 step of every method per batch size (``bench_optim.make_step``: the repo's own step objects; the median of
 ``--reps`` steps after one shared warm-up step per batch shape, and eisam_fast's own first step). The naive
@@ -97,7 +97,7 @@ def measured(fn):
 
 
 def catalogue(n_items: int, users: int, out: Path):
-    """(config, (data, model, datamodule)) of the synthetic catalogue of ``n_items`` items, built by the pipeline."""
+    """(config, (data, model, context)) of the synthetic catalogue of ``n_items`` items, built by the pipeline."""
     cfg = compose_config(out, "model=tiny_llama", "data=synthetic", "logger=none", "+data.synthetic.generator=vectorized",
                          f"data.synthetic.n_items={n_items}", f"data.synthetic.n_users={round(n_items * USERS_PER_ITEM)}",
                          f"data.max_eval_users={users}")
@@ -105,10 +105,10 @@ def catalogue(n_items: int, users: int, out: Path):
     return cfg, build(cfg)
 
 
-def bench_decoding(cfg, model, data, datamodule, tree, exact: bool) -> dict:
+def bench_decoding(cfg, model, data, context, tree, exact: bool) -> dict:
     """Seconds per user of the beam (and exact) search on the same test users, taking turns per batch."""
-    prompts = [datamodule.prompt_ids(s) for s in sorted(data.test, key=lambda s: len(datamodule.prompt_ids(s)))]
-    common = dict(top_k=cfg.decoding.num_beams, pad_token_id=datamodule.tokenizer.pad_token_id,
+    prompts = [context.prompt_ids(s) for s in sorted(data.test, key=lambda s: len(context.prompt_ids(s)))]
+    common = dict(top_k=cfg.decoding.num_beams, pad_token_id=context.tokenizer.pad_token_id,
                   batch_size=cfg.decoding.batch_size)
     routes = {"beam": lambda b: constrained_beam_search(model, b, tree, num_beams=cfg.decoding.num_beams, **common)}
     if exact:
@@ -129,7 +129,7 @@ def bench_training(setting: dict, n_items: int, args, out: Path) -> list[dict]:
     rows = []
     for batch_size in args.batch_sizes:
         samples = random.Random(0).sample(setting["data"].train, batch_size)
-        setting["batch"] = setting["datamodule"].collate(samples)
+        setting["batch"] = setting["context"].collate(samples)
         configs = variants(METHODS, args.groups)
         if batch_size <= args.per_item_max_batch:
             configs.append((PER_ITEM, ["method=groupsam", f"method.groups={n_items}"]))
@@ -154,13 +154,13 @@ def bench_training(setting: dict, n_items: int, args, out: Path) -> list[dict]:
 
 def bench_catalogue(n_items: int, args, out: Path) -> dict:
     load_before = os.getloadavg()[0]  # other jobs on the shared machine slow every cost; recorded, not hidden
-    (cfg, (data, model, datamodule)), setup_s, setup_mb = measured(lambda: catalogue(n_items, args.users, out))
+    (cfg, (data, model, context)), setup_s, setup_mb = measured(lambda: catalogue(n_items, args.users, out))
     stats, stats_s, stats_mb = measured(lambda: compute_item_stats(data.items, data.train, cfg.data.head_ratio))
     with tempfile.TemporaryDirectory() as folder:
         csv, csv_s, _ = measured(lambda: stats.save(folder))
         csv_mb = csv.stat().st_size / 2**20
-    tree, tree_s, tree_mb = measured(lambda: PrefixTree(datamodule.item_response_ids))
-    tokens = [len(ids) - 1 for ids in datamodule.item_response_ids]  # without the EOS
+    tree, tree_s, tree_mb = measured(lambda: PrefixTree(context.item_response_ids))
+    tokens = [len(ids) - 1 for ids in context.item_response_ids]  # without the EOS
     row = {"n_items": len(data.items), "n_users": data.info["n_users"], "train_samples": len(data.train),
            "title_tokens": {"min": min(tokens), "mean": statistics.mean(tokens), "max": max(tokens)},
            "head_share_of_train_targets": data.info["head_share_of_train_targets"],
@@ -170,8 +170,8 @@ def bench_catalogue(n_items: int, args, out: Path) -> dict:
            "tree_tensor_mb": sum(t.nbytes for t in tree.tables("cpu")) / 2**20, "tree_nodes": len(tree.degree),
            "tree_root_degree": int(tree.degree[0]), "tree_max_degree": int(tree.degree.max())}
     print(f"M={n_items}: set-up {setup_s:.1f} s, tree {tree_s:.1f} s ({row['tree_nodes']} nodes)", file=sys.stderr)
-    row |= bench_decoding(cfg, model, data, datamodule, tree, n_items <= args.exact_max_items)
-    setting = {"data": data, "model": model, "datamodule": datamodule, "prefix_layer": None, "autocast": None}
+    row |= bench_decoding(cfg, model, data, context, tree, n_items <= args.exact_max_items)
+    setting = {"data": data, "model": model, "context": context, "prefix_layer": None, "autocast": None}
     row["training"] = bench_training(setting, n_items, args, out)
     row["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     return row

@@ -145,9 +145,9 @@ def watch_theta(model):
             handle.remove()
 
 
-def time_steps(data, model, datamodule, args, device: torch.device, peak_tflops: float) -> dict:
+def time_steps(data, model, context, args, device: torch.device, peak_tflops: float) -> dict:
     """One real training batch; per method, a warm-up step, then ``reps`` timed steps under bf16 autocast."""
-    batch = datamodule.collate(random.Random(0).sample(data.train, args.batch_size))
+    batch = context.collate(random.Random(0).sample(data.train, args.batch_size))
     batch = {key: value.to(device) for key, value in batch.items()}
     tokens = int(batch["attention_mask"].sum())
     n_params = sum(p.numel() for p in model.parameters())
@@ -187,13 +187,13 @@ def time_steps(data, model, datamodule, args, device: torch.device, peak_tflops:
             "precision": "bf16 autocast (bf16-mixed), bf16 backbone weights", "rows": rows}
 
 
-def decode(data, model, datamodule, cfg, args) -> dict:
+def decode(data, model, context, cfg, args) -> dict:
     """Both decoding routes on the same test users, with the paper config's beams and list length."""
-    prompts = [datamodule.prompt_ids(s) for s in data.test[:args.users]]
-    tree = PrefixTree(datamodule.item_response_ids)
+    prompts = [context.prompt_ids(s) for s in data.test[:args.users]]
+    tree = PrefixTree(context.item_response_ids)
     top_k = max(cfg.decoding.ks)
     common = {"num_beams": cfg.decoding.num_beams, "top_k": top_k, "batch_size": cfg.decoding.batch_size,
-              "pad_token_id": datamodule.tokenizer.pad_token_id}
+              "pad_token_id": context.tokenizer.pad_token_id}
     routes = {"fast": lambda batch: constrained_beam_search(model, batch, tree, **common),
               "generic": lambda batch: generic_constrained_beam_search(model, batch, tree, **common)}
     # sorted by prompt length, as the fast route sorts its batches: spares the generic route padding too
@@ -272,12 +272,12 @@ def main(argv=None) -> None:
     model_info = save_random_model(args.shape, list(load_data(cfg).items["title"]), folder)
     cfg = compose_config(args.work / "scratch", *paper_overrides(folder, device), "logger=none",
                          f"data.max_eval_users={args.users}")
-    data, model, datamodule = build(cfg)
+    data, model, context = build(cfg)
     model.to(device)
     measured = matmul_tflops(device)
     peak_tflops = args.peak_tflops or measured
-    steps = time_steps(data, model, datamodule, args, device, peak_tflops)
-    decoded = decode(data, model, datamodule, cfg, args)
+    steps = time_steps(data, model, context, args, device, peak_tflops)
+    decoded = decode(data, model, context, cfg, args)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -17,8 +17,9 @@ import eisam.decoding.evaluate_split
 import eisam.models
 import eisam.pipeline
 from eisam.data import DataError
+from eisam.context import RunContext
 from eisam.entry import compose_config
-from eisam.lightning.datamodule import RecDataModule
+from eisam.training.datamodule import RecDataModule
 from eisam.pipeline import train
 from eisam.run_files import write_csv
 
@@ -171,7 +172,7 @@ def test_fit_never_touches_the_test_split(smoke_cfg, monkeypatch):
     for hook in ("test_dataloader", "predict_dataloader"):
         assert getattr(RecDataModule, hook) is getattr(L.LightningDataModule, hook), f"RecDataModule overrides {hook}"
     seen = {"train": 0, "valid": 0, "test": 0}
-    collate = RecDataModule.collate
+    collate = RunContext.collate
 
     def spying(self, samples):
         for split in seen:
@@ -185,7 +186,7 @@ def test_fit_never_touches_the_test_split(smoke_cfg, monkeypatch):
     def stop(*args, **kwargs):
         raise TestPhase
 
-    monkeypatch.setattr(RecDataModule, "collate", spying)
+    monkeypatch.setattr(RunContext, "collate", spying)
     monkeypatch.setattr(eisam.pipeline, "test_and_write", stop)
     with pytest.raises(TestPhase):
         train(smoke_cfg(*FAST))

@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from eisam.lightning.module import RecommenderModule
+from eisam.training.module import RecommenderModule
 from eisam.pipeline import train
 
 KILL_AT_STEP = 11  # epoch 1, batch 3 of 8: mid-epoch, after an epoch boundary

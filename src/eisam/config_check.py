@@ -1,4 +1,5 @@
-"""One check of a composed config, run by the entry points before any data, model or run file is touched.
+"""One check of a composed config, run by the entry points before any data, model or run file is touched;
+and the settings objects the library takes instead of a config (decoding, the long-tail prior).
 
 Every impossible value stops with its dotted key and what was expected. A key that no code reads is an
 error too, not a silent no-op: a method or model file with ``rh0: 0.1`` (or ``+method.rh0=0.1``) would
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import torch
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from eisam.data.load import check_data_config, load_rec_data
-from eisam.decoding.evaluate_split import check_decoding
+from eisam.decoding.evaluate_split import DecodingSettings
+from eisam.longtail.prior import PriorSettings
 from eisam.models.backbone import backbone_layers, check_backbone, torch_dtype
 from eisam.models.lora import apply_lora, check_lora
 from eisam.models.precision import compute_dtype
@@ -36,8 +38,21 @@ def validate_config(cfg: DictConfig) -> None:
     check_run_keys(cfg)
     check_data(cfg.data)
     check_model(cfg.model)
-    check_decoding(cfg.decoding)
+    decoding_settings(cfg)
+    prior_settings(cfg)
     check_method(cfg)
+
+
+def decoding_settings(cfg: DictConfig) -> DecodingSettings:
+    return DecodingSettings.from_mapping(cfg.decoding)
+
+
+def prior_settings(cfg: DictConfig) -> PriorSettings | None:
+    """``analysis.prior`` when enabled, else None (configs older than the analysis group: None)."""
+    prior = OmegaConf.select(cfg, "analysis.prior", default=None)
+    if prior is None or not prior.get("enabled", False):
+        return None
+    return PriorSettings.from_mapping(OmegaConf.to_container(prior, resolve=True))
 
 
 def check_run_keys(cfg: DictConfig) -> None:

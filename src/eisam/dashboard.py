@@ -27,8 +27,8 @@ from omegaconf import OmegaConf
 
 from eisam import metric_keys as keys
 from eisam.entry import CONFIG_PATH
+from eisam.metric_keys import K
 
-K = 10
 AGGREGATE = {"groupby_aggfunc": "mean", "groupby_rangefunc": "minmax"}  # over the runs of a group: the seeds
 DEFAULT_SERVER = "https://api.wandb.ai"
 

@@ -41,15 +41,15 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
         cfg.paths.output_dir = str(out_dir)
     validate_config(cfg)
     pin_compute_dtype(cfg)
-    _, model, datamodule = build(cfg, adapter_dir=adapter)
-    attach_prefix_cache(cfg, model, datamodule)  # the run's own fast path: its NLL, to float precision
+    _, model, context = build(cfg, adapter_dir=adapter)
+    context = attach_prefix_cache(cfg, model, context)  # the run's own fast path: its NLL, to float precision
     extra = {"reevaluated_from": str(run_dir)}
     if cfg.get("valid_decode"):
-        extra["valid"] = decode_validation(cfg, model, datamodule, out_dir)
+        extra["valid"] = decode_validation(cfg, model, context, out_dir)
     if cfg.test:
-        return test_and_write(cfg, model, datamodule, out_dir, extra)
+        return test_and_write(cfg, model, context, out_dir, extra)
     OmegaConf.save(cfg, out_dir / RESOLVED_CONFIG, resolve=True)
-    return validate_and_write(cfg, model, datamodule, out_dir, extra)
+    return validate_and_write(cfg, model, context, out_dir, extra)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")

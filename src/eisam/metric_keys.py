@@ -7,6 +7,7 @@ a renamed key fails the dashboard's test instead of leaving an empty panel.
 
 from __future__ import annotations
 
+K = 10  # the cut-off the tables, figures and dashboard headline (HR@K, NDCG@K)
 STEP = "trainer/global_step"  # Lightning's loggers log every metric with the optimizer step under this key
 
 # Training curves (lightning/module.py): one point per optimizer step; val/* and probe/* once per validation

@@ -15,10 +15,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from eisam.analysis.study import ensure_prior, longtail_results
-from eisam.config_check import MOST_POPULAR, validate_config
+from eisam.config_check import MOST_POPULAR, decoding_settings, prior_settings, validate_config
+from eisam.context import RunContext
 from eisam.decoding.evaluate_split import evaluate_split, teacher_forced_nll
-from eisam.lightning.datamodule import RecDataModule
+from eisam.longtail import attach_prior, quadrant_metrics
 from eisam.memory import track_peak_memory
 from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
@@ -39,30 +39,30 @@ def autocast_dtype(precision) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
 
 
-def attach_prefix_cache(cfg: DictConfig, model, datamodule: RecDataModule) -> int | None:
-    """``model.prefix_cache``: the frozen layers' output for every training, validation and test sample
-    (the test samples' for the test NLL), read from (or built into) ``paths.prefix_cache_dir``; and,
-    when they fit in ``runtime.prompt_kv_cache_max_gb``, the frozen layers' keys and values of the
-    prompts the run decodes (``datamodule.prompt_cache``). Returns the layer training starts from."""
+def attach_prefix_cache(cfg: DictConfig, model, context: RunContext) -> RunContext:
+    """``model.prefix_cache``: the context with the frozen layers' output for every training, validation
+    and test sample (the test samples' for the test NLL), read from (or built into)
+    ``paths.prefix_cache_dir``; and, when they fit in ``runtime.prompt_kv_cache_max_gb``, the frozen
+    layers' keys and values of the prompts the run decodes (``prompt_cache``)."""
     if not cfg.model.get("prefix_cache"):
-        return None
-    data = datamodule.data
+        return context
+    data = context.data
     common = dict(cache_dir=cfg.paths.prefix_cache_dir, autocast_dtype=autocast_dtype(cfg.trainer.precision),
                   dtype=torch_dtype(prefix_cache_dtype(cfg.model), "model.prefix_cache_dtype"),
-                  pad_token_id=datamodule.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size)
-    datamodule.prefix_cache = load_or_build(
-        model, [datamodule.token_sequence(s) for s in [*data.train, *data.valid, *data.test]], **common)
-    layer = datamodule.prefix_cache.layer
+                  pad_token_id=context.pad_token_id, batch_size=cfg.eval_batch_size)
+    prefix_cache = load_or_build(
+        model, [context.token_sequence(s) for s in [*data.train, *data.valid, *data.test]], **common)
     decoded = [*(data.test if cfg.test else []), *(data.valid if cfg.get("valid_decode") else [])]
-    prompts = list(dict.fromkeys(tuple(datamodule.prompt_ids(s)) for s in decoded))
-    size_gb = key_value_bytes(model, sum(map(len, prompts)), layer, common["dtype"]) / 2**30
+    prompts = list(dict.fromkeys(tuple(context.prompt_ids(s)) for s in decoded))
+    size_gb = key_value_bytes(model, sum(map(len, prompts)), prefix_cache.layer, common["dtype"]) / 2**30
     limit = cfg.get("runtime", {}).get("prompt_kv_cache_max_gb", 0)
+    prompt_cache = None
     if prompts and size_gb <= limit:
-        datamodule.prompt_cache = load_or_build(model, prompts, with_kv=True, **common)
+        prompt_cache = load_or_build(model, prompts, with_kv=True, **common)
     elif prompts:
         log.info("Decoding runs every layer over the prompts: their frozen layers' keys and values would take "
                  "%.1f GB, more than runtime.prompt_kv_cache_max_gb=%s", size_gb, limit)
-    return layer
+    return context.replace(prefix_cache=prefix_cache, prompt_cache=prompt_cache)
 
 
 def load_data(cfg: DictConfig):
@@ -70,16 +70,13 @@ def load_data(cfg: DictConfig):
     return instantiate(cfg.data, _partial_=True)()  # called here: a DataError reaches the user unwrapped by Hydra
 
 
-def build(cfg: DictConfig, adapter_dir: Path | None = None):
-    """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and datamodule."""
+def build(cfg: DictConfig, adapter_dir: Path | None = None) -> tuple:
+    """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and the run context."""
     data = load_data(cfg)
     backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
     backbone = to_compute_dtype(backbone, compute_dtype(cfg.model))
     model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
-    prompt = PromptTemplate(**cfg.prompt)
-    datamodule = RecDataModule(data, tokenizer, prompt, batch_size=cfg.batch_size,
-                               eval_batch_size=cfg.eval_batch_size, seed=cfg.seed)
-    return data, model, datamodule
+    return data, model, RunContext.create(data, tokenizer, PromptTemplate(**cfg.prompt))
 
 
 def processes(trainer: DictConfig) -> int:
@@ -116,43 +113,48 @@ def run_record(cfg: DictConfig) -> dict:
             "compute_dtype": compute_dtype(cfg.model), "numerics": numerics()}
 
 
-def decode(cfg: DictConfig, model, datamodule: RecDataModule, samples) -> tuple[dict, pd.DataFrame]:
-    """Constrained decoding of ``samples`` with the run's decoding settings: (metrics, per-user predictions)."""
-    return evaluate_split(model, datamodule, samples, cfg.decoding)
-
-
-def decode_validation(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path) -> dict:
+def decode_validation(cfg: DictConfig, model, context: RunContext, out_dir: Path) -> dict:
     """``valid_decode=true`` (hyperparameter search; the test split stays untouched): the validation users'
     rankings into valid_predictions.csv; returns their metrics."""
-    metrics, predictions = decode(cfg, model, datamodule, datamodule.data.valid)
+    metrics, predictions = evaluate_split(model, context, context.data.valid, decoding_settings(cfg),
+                                          nll_batch_size=cfg.eval_batch_size)
     write_csv(out_dir / VALID_PREDICTIONS, predictions)
     return metrics
 
 
-def test_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:
-    """Decode the test users, then write predictions.csv and, last, metrics.json."""
-    metrics, predictions = decode(cfg, model, datamodule, datamodule.data.test)
+def test_and_write(cfg: DictConfig, model, context: RunContext, out_dir: Path, extra: dict,
+                   prior: dict | None = None) -> dict:
+    """Decode the test users, then write predictions.csv and, last, metrics.json. With the long-tail study
+    on, also ``test.quadrants`` and the ``prior`` block (``prior``: scored before training; else scored now,
+    adapters off, and the item table with the prior columns saved again)."""
+    metrics, predictions = evaluate_split(model, context, context.data.test, decoding_settings(cfg),
+                                          nll_batch_size=cfg.eval_batch_size)
     write_csv(out_dir / PREDICTIONS, predictions)
-    longtail = longtail_results(cfg, model, datamodule, predictions, out_dir)  # None unless analysis.prior.enabled
-    if longtail:
-        metrics["quadrants"], extra = longtail["quadrants"], {**extra, "prior": longtail["prior"]}
-    result = {"run": run_record(cfg), "data": datamodule.data.info, "test": metrics, **extra}
+    settings = prior_settings(cfg)
+    if settings is not None:
+        if prior is None:
+            context, prior = attach_prior(model, context, settings, cfg.model.name)
+            context.stats.save(out_dir / ITEM_STATS)
+        metrics["quadrants"] = quadrant_metrics(predictions["rank"].to_numpy(), predictions["target"].to_numpy(),
+                                                context.stats.table, ks=tuple(cfg.decoding.ks))
+        extra = {**extra, "prior": prior}
+    result = {"run": run_record(cfg), "data": context.data.info, "test": metrics, **extra}
     write_json(out_dir / METRICS, result)
     return result
 
 
-def validate_and_write(cfg: DictConfig, model, datamodule: RecDataModule, out_dir: Path, extra: dict) -> dict:
+def validate_and_write(cfg: DictConfig, model, context: RunContext, out_dir: Path, extra: dict) -> dict:
     """``test=false`` (hyperparameter selection): each validation user's target NLL in valid_nll.csv,
     its means overall, head and tail in metrics.json ``valid``, and last metrics.json; the test split
     is never read."""
-    samples = datamodule.data.valid
-    nll = teacher_forced_nll(model, datamodule, samples).numpy()
-    stats = datamodule.data.stats
+    samples = context.data.valid
+    nll = teacher_forced_nll(model, context, samples, cfg.eval_batch_size).numpy()
+    stats = context.stats
     targets = [s.target for s in samples]
     write_csv(out_dir / VALID_NLL, pd.DataFrame({
         "user": [s.user for s in samples], "target": targets,
         "target_group": stats.table["group"].to_numpy()[targets], "nll": nll}))
-    result = {"run": run_record(cfg), "data": datamodule.data.info,
+    result = {"run": run_record(cfg), "data": context.data.info,
               "valid": extra.pop("valid", None) or nll_by_group(nll, targets, stats), **extra}
     write_json(out_dir / METRICS, result)
     return result
@@ -163,7 +165,8 @@ def train(cfg: DictConfig) -> dict:
     import lightning as L
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from eisam.lightning.module import RecommenderModule
+    from eisam.training.datamodule import RecDataModule
+    from eisam.training.module import RecommenderModule
 
     out_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
@@ -177,17 +180,20 @@ def train(cfg: DictConfig) -> dict:
         return most_popular(cfg, out_dir)
     if cfg.method.kind == RECBOLE:
         return reference_model(cfg, out_dir)
-    data, model, datamodule = build(cfg)
-    ensure_prior(cfg, model, datamodule)  # analysis.prior.enabled: prior_score/prior_group columns (no RNG used)
+    data, model, context = build(cfg)
+    prior, settings = None, prior_settings(cfg)
+    if settings is not None:  # the long-tail study: prior_score/prior_group columns (no RNG used)
+        context, prior = attach_prior(model, context, settings, cfg.model.name)
     if writer:
-        data.stats.save(out_dir / ITEM_STATS)
-    prefix_layer = attach_prefix_cache(cfg, model, datamodule)  # no RNG used
+        context.stats.save(out_dir / ITEM_STATS)
+    context = attach_prefix_cache(cfg, model, context)  # no RNG used
+    datamodule = RecDataModule(context, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed)
 
     module = RecommenderModule(
-        model, instantiate(cfg.method), data.stats,
+        model, instantiate(cfg.method), context.stats,
         total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
         warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
-        prefix_layer=prefix_layer,
+        prefix_layer=context.prefix_cache.layer if context.prefix_cache is not None else None,
     )
     loggers = start_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -223,9 +229,11 @@ def train(cfg: DictConfig) -> dict:
                  "best_val_nll": _float(checkpoint.best_model_score) if selected else None}
     extra = {"cost": cost, "selection": selection}
     if cfg.get("valid_decode"):
-        extra["valid"] = decode_validation(cfg, model, datamodule, out_dir)
-    write = test_and_write if cfg.test else validate_and_write
-    result = write(cfg, model, datamodule, out_dir, extra)
+        extra["valid"] = decode_validation(cfg, model, context, out_dir)
+    if cfg.test:
+        result = test_and_write(cfg, model, context, out_dir, extra, prior)
+    else:
+        result = validate_and_write(cfg, model, context, out_dir, extra)
     log_final_metrics(loggers, result)
     return result
 

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from eisam.data.types import Sample
+from eisam.run_files import ITEM_STATS
 
-FILE = "item_stats.csv"
+PRIOR_SCORE, PRIOR_GROUP = "prior_score", "prior_group"  # the long-tail study's columns (eisam.longtail.prior)
 _TEXT = ("item_id", "title", "group")  # read verbatim: an item id or title may be 'NA'
 
 
@@ -37,6 +38,10 @@ class ItemStats:
         """The k item indices with most training targets, ties by item index (the `mostpop` list)."""
         return popularity_order(self.n_train)[:k].tolist()
 
+    def with_columns(self, **columns) -> ItemStats:
+        """A copy with ``columns`` added (or replaced): later studies extend a run's statistics this way."""
+        return ItemStats(self.table.assign(**columns))
+
     def save(self, path: str | Path) -> Path:
         """Write the table to `path` (a .csv file, or a folder that gets `item_stats.csv`); return the file."""
         path = _csv(path)
@@ -56,7 +61,7 @@ class ItemStats:
 
 def _csv(path: str | Path) -> Path:
     path = Path(path)
-    return path if path.suffix == ".csv" else path / FILE
+    return path if path.suffix == ".csv" else path / ITEM_STATS
 
 
 def popularity_order(scores) -> np.ndarray:

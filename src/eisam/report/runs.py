@@ -18,15 +18,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from eisam.analysis.prior import PRIOR_GROUP, PRIOR_SCORE
-from eisam.data.item_stats import ItemStats
+from eisam.data.item_stats import PRIOR_GROUP, PRIOR_SCORE, ItemStats
+from eisam.metric_keys import K
 from eisam.metrics.ranking import case_hit_ndcg
 from eisam.models.precision import configured_compute_dtype
 from eisam.run_files import ERROR, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG
 
 log = logging.getLogger(__name__)
 
-K = 10
 GROUPS = ("overall", "head", "tail")
 ACCURACY = [f"{group}/{metric}@{K}" for group in GROUPS for metric in ("hr", "ndcg")]
 # Reciprocal rank of the target, where predictions.csv has the exact rank (exact_rank: 1-based, -1

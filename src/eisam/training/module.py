@@ -38,7 +38,7 @@ class RecommenderModule(L.LightningModule):
     """LoRA-adapted causal LM + a method from ``eisam.optim``.
 
     ``method``: a partial of ``eisam.optim.build_method`` (from ``conf/method``) that still needs
-    ``params``, ``n_train`` and ``head_mask``. ``prefix_layer``: set when the datamodule carries a
+    ``params``, ``n_train`` and ``head_mask``. ``prefix_layer``: set when the run context carries a
     prefix cache; every training and validation batch then runs from that decoder layer up.
     """
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-import eisam.analysis.prior as prior_mod
-from eisam.report.longtail import binned_hit_rate, frequency_edges
-from eisam.analysis.prior import prior_groups, prior_scores, spearman
-from eisam.analysis.quadrants import quadrant_frame, quadrant_metrics
+import eisam.longtail.prior as prior_mod
+from eisam.longtail.prior import prior_groups, prior_scores, spearman
+from eisam.longtail.quadrants import quadrant_frame, quadrant_metrics
+from eisam.longtail.report import binned_hit_rate, frequency_edges
 from eisam.data.item_stats import ItemStats
 from eisam.models import apply_lora, build_tiny_llama
 from eisam.prompts import PromptTemplate
@@ -156,7 +156,7 @@ def test_cache_reuses_and_recomputes_when_model_dataset_or_prompt_change(tmp_pat
 # ----------------------------------------------------------------------- pipeline, CLI, config
 
 def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke_cfg, tmp_path):
-    from eisam.report.longtail import main
+    from eisam.longtail.report import main
     from eisam.pipeline import train
 
     run = tmp_path  # smoke_cfg's run folder
@@ -241,7 +241,7 @@ def test_longtail_study_experiment_sweeps_base_over_datasets_and_seeds():
 
 
 def test_prior_check_reports_famous_and_obscure_items():
-    from eisam.analysis.prior_check import check
+    from eisam.report.prior_check import check
 
     result = check(["data=synthetic", "model=tiny_llama", "analysis.prior.cache_dir=null",
                     "analysis.prior.progress=false"], famous=["Item 0 Crimson Harbor", "no such title"], n_obscure=3)

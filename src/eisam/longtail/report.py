@@ -1,6 +1,6 @@
 """The long-tail study's tables and figures from finished run folders.
 
-    python -m eisam.report.longtail RUN_DIR... --out outputs/report/longtail_study
+    python -m eisam.report longtail RUN_DIR... --out outputs/report/longtail_study
 
 RUN_DIR may be a run folder or a (multi)run folder holding many. Writes, under --out:
 ``quadrants.md`` / ``quadrants.csv`` (mean and std over seeds, and 95 % bootstrap interval over
@@ -11,7 +11,7 @@ between the two prompt templates, per run) and ``figures/``: ``heatmap_<dataset>
 dataset and model (``runs.borrow_prior``). ``write_study`` is the same, callable from Python.
 
 Everything is computed from the run's files with the same functions the run used
-(``eisam.analysis.quadrants.quadrant_metrics``, hence ``eisam.metrics.ranking.hit_ndcg``), so a
+(``eisam.longtail.quadrants.quadrant_metrics``, hence ``eisam.metrics.ranking.hit_ndcg``), so a
 table built here equals ``test.quadrants`` in the run's metrics.json.
 """
 
@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from eisam.analysis.prior import PRIOR_SCORE, spearman
-from eisam.analysis.quadrants import CELLS, DATA_LEVELS, PRIOR_LEVELS, item_quadrants, quadrant_metrics
+from eisam.data.item_stats import PRIOR_SCORE
+from eisam.longtail.prior import spearman
+from eisam.longtail.quadrants import CELLS, DATA_LEVELS, PRIOR_LEVELS, item_quadrants, quadrant_metrics
 from eisam.metrics.ranking import case_hit_ndcg
 from eisam.report.figures import save
 from eisam.report.runs import Run, borrow_prior, counted_runs, load_run
@@ -315,7 +316,7 @@ def write_study(run_dirs: Iterable[str | Path], out: str | Path, k: int = 10) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(prog="python -m eisam.report.longtail", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eisam.report longtail", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders (multiruns)")
     parser.add_argument("--out", default="outputs/report/longtail_study", help="output folder")
     parser.add_argument("--k", type=int, default=10, help="cut-off K of HR@K / NDCG@K (at most the length of the recommended lists)")

@@ -1,7 +1,7 @@
 """Accuracy in the four quadrants prior-head/tail x data-head/tail of the test targets.
 
 Data head/tail: the run's training-split ``group`` column; prior head/tail: its ``prior_group``
-column (``eisam.analysis.prior``). HR and NDCG are ``eisam.metrics.ranking.hit_ndcg``: nothing is
+column (``eisam.longtail.prior``). HR and NDCG are ``eisam.metrics.ranking.hit_ndcg``: nothing is
 redefined here, cases are only split.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from eisam.analysis.prior import PRIOR_GROUP
+from eisam.data.item_stats import PRIOR_GROUP
 from eisam.metrics.ranking import KS, hit_ndcg
 
 PRIOR_LEVELS = ("prior_head", "prior_tail")

@@ -17,8 +17,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,14 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from eisam.data.item_stats import head_tail
+from eisam.context import RunContext
+from eisam.data.item_stats import PRIOR_GROUP, PRIOR_SCORE, head_tail
 from eisam.decoding.score import sequence_logprobs
 from eisam.prompts import PromptTemplate
 from eisam.run_files import atomic_write
 
 log = logging.getLogger(__name__)
 
-PRIOR_SCORE, PRIOR_GROUP = "prior_score", "prior_group"
 _VOLATILE_CONFIG_KEYS = ("transformers_version",)  # plus every key starting with "_" (paths, flags)
 
 
@@ -171,45 +172,61 @@ def prior_scores(model, tokenizer, titles: Sequence[str], *, prompt_text: str, d
     return scores, record
 
 
-# ------------------------------------------------------------------------------- pipeline hook
+# ------------------------------------------------------------------------------- the in-run study
 
-def prior_config(cfg):
-    """``cfg.analysis.prior`` when enabled, else None (configs older than the analysis group: None)."""
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class PriorSettings:
+    """``analysis.prior`` of a run: the prompt ``templates`` by name, the one that defines the prior
+    (``template``), a second wording scored only for the Spearman check (``compare_with``, None to skip)."""
 
-    prior = OmegaConf.select(cfg, "analysis.prior", default=None)
-    return prior if prior is not None and prior.get("enabled", False) else None
+    template: str
+    templates: dict[str, str]
+    compare_with: str | None = None
+    head_ratio: float = 0.2
+    batch_size: int = 64
+    cache_dir: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_mapping(cls, prior: Mapping) -> PriorSettings:
+        templates = dict(prior["templates"])
+        settings = cls(template=prior["template"], templates=templates, compare_with=prior.get("compare_with"),
+                       head_ratio=prior["head_ratio"], batch_size=prior["batch_size"],
+                       cache_dir=prior.get("cache_dir"), progress=prior.get("progress", True))
+        for which in ("template", "compare_with"):
+            name = getattr(settings, which)
+            if name is not None and name not in templates:
+                raise ValueError(f"analysis.prior.{which}={name!r}: not one of analysis.prior.templates {sorted(templates)}")
+        return settings
 
 
-def attach_prior(cfg, model, datamodule) -> dict:
-    """Score the catalogue under ``analysis.prior``, add ``prior_score``/``prior_group`` to the run's
-    item statistics (in place) and return the ``prior`` block of metrics.json."""
-    prior = cfg.analysis.prior
-    templates = dict(prior.templates)
-    for which in ("template", "compare_with"):
-        name = prior.get(which)
-        if name is not None and name not in templates:
-            raise ValueError(f"analysis.prior.{which}={name!r}: not one of analysis.prior.templates {sorted(templates)}")
-    data, tokenizer = datamodule.data, datamodule.tokenizer
-    common = dict(dataset=data.name, model_name=cfg.model.name, template=datamodule.prompt,
-                  batch_size=prior.batch_size, cache_dir=prior.get("cache_dir"), progress=prior.get("progress", True))
-    titles = list(data.items["title"])
-    scores, record = prior_scores(model, tokenizer, titles, prompt_text=templates[prior.template],
-                                  label=prior.template, **common)
-    table = data.stats.table
-    table[PRIOR_SCORE] = scores
-    table[PRIOR_GROUP] = prior_groups(scores, prior.head_ratio)
+def has_prior(context: RunContext) -> bool:
+    """Whether the context's item statistics carry the prior columns already."""
+    return PRIOR_GROUP in context.stats.table.columns
+
+
+def attach_prior(model, context: RunContext, settings: PriorSettings, model_name: str) -> tuple[RunContext, dict]:
+    """Scores the catalogue under ``settings``; returns the context whose item statistics also hold
+    ``prior_score``/``prior_group``, and the ``prior`` block of metrics.json."""
+    common = dict(dataset=context.data.name, model_name=model_name, template=context.prompt,
+                  batch_size=settings.batch_size, cache_dir=settings.cache_dir, progress=settings.progress)
+    prompt = settings.templates[settings.template]
+    scores, record = prior_scores(model, context.tokenizer, context.titles, prompt_text=prompt,
+                                  label=settings.template, **common)
+    stats = context.stats.with_columns(**{PRIOR_SCORE: scores, PRIOR_GROUP: prior_groups(scores, settings.head_ratio)})
+    table = stats.table
     block = {
-        "template": prior.template, "prompt": templates[prior.template], "head_ratio": prior.head_ratio,
+        "template": settings.template, "prompt": prompt, "head_ratio": settings.head_ratio,
         "n_prior_head": int((table[PRIOR_GROUP] == "head").sum()), "n_items": len(table),
         "spearman_vs_n_train": spearman(scores, table["n_train"]),
         "cache_file": record["cache_file"], "cached": record["cached"], "seconds": record["seconds"],
     }
-    other = prior.get("compare_with")
-    if other is not None and other != prior.template:
-        alt, alt_record = prior_scores(model, tokenizer, titles, prompt_text=templates[other], label=other, **common)
-        block["compare_with"] = {"template": other, "prompt": templates[other],
+    other = settings.compare_with
+    if other is not None and other != settings.template:
+        alt, alt_record = prior_scores(model, context.tokenizer, context.titles, prompt_text=settings.templates[other],
+                                       label=other, **common)
+        block["compare_with"] = {"template": other, "prompt": settings.templates[other],
                                  "spearman_between_templates": spearman(scores, alt),
                                  "spearman_vs_n_train": spearman(alt, table["n_train"]),
                                  "cached": alt_record["cached"], "seconds": alt_record["seconds"]}
-    return block
+    return context.replace(stats=stats), block
