@@ -13,7 +13,8 @@ from eisam.config_check import validate_config
 from eisam.decoding import PrefixTree
 from eisam.decoding.exact_search import exact_top_k
 from eisam.decoding.score import sequence_logprobs
-from eisam.models.precision import cpu_flags, pin_compute_dtype, resolve_compute_dtype, to_compute_dtype
+from eisam.config_check import pin_compute_dtype
+from eisam.models.precision import cpu_flags, resolve_compute_dtype, to_compute_dtype
 from eisam.pipeline import train
 from eisam.resume import config_differences, resolved
 

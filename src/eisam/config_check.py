@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eisam.data.load import check_data_config, load_rec_data
 from eisam.decoding.evaluate_split import DecodingSettings
@@ -36,15 +36,34 @@ def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of every config value, run before any data or model is loaded."""
     check_writable(Path(cfg.paths.output_dir))
     check_run_keys(cfg)
-    check_data(cfg.data)
-    check_model(cfg.model)
+    check_data(plain(cfg.data))
+    check_model(plain(cfg.model))
     decoding_settings(cfg)
     prior_settings(cfg)
     check_method(cfg)
 
 
+def plain(node) -> dict | list:
+    """A config node as plain dicts and lists, interpolations resolved: what the library is handed."""
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def pin_compute_dtype(cfg: DictConfig) -> str:
+    """Writes the resolved precision into ``cfg.model.compute_dtype`` (what the run saves and resume
+    compares) and returns it. A ``model.backbone.dtype`` that says otherwise is an error."""
+    resolved = compute_dtype(plain(cfg.model))
+    backbone = cfg.model.backbone.get("dtype")
+    if backbone is not None and backbone != resolved:
+        raise ValueError(f"model.backbone.dtype={backbone} contradicts model.compute_dtype={resolved} "
+                         f"(from {cfg.model.get('compute_dtype')!r}); remove model.backbone.dtype: "
+                         "model.compute_dtype sets the precision")
+    with open_dict(cfg):
+        cfg.model.compute_dtype = resolved
+    return resolved
+
+
 def decoding_settings(cfg: DictConfig) -> DecodingSettings:
-    return DecodingSettings.from_mapping(cfg.decoding)
+    return DecodingSettings.from_mapping(plain(cfg.decoding))
 
 
 def prior_settings(cfg: DictConfig) -> PriorSettings | None:
@@ -52,7 +71,7 @@ def prior_settings(cfg: DictConfig) -> PriorSettings | None:
     prior = OmegaConf.select(cfg, "analysis.prior", default=None)
     if prior is None or not prior.get("enabled", False):
         return None
-    return PriorSettings.from_mapping(OmegaConf.to_container(prior, resolve=True))
+    return PriorSettings.from_mapping(plain(prior))
 
 
 def check_run_keys(cfg: DictConfig) -> None:
@@ -72,31 +91,32 @@ def check_run_keys(cfg: DictConfig) -> None:
         raise ValueError(f"objective={objective} needs valid_decode=true")
 
 
-def check_data(data: DictConfig) -> None:
+def check_data(data: Mapping) -> None:
     """Known keys; for the project's loader, its values (a key left out takes the loader's default)."""
     check_known_keys(data, target_keys(data), "data")
-    if get_method(data._target_) is not load_rec_data:
+    if get_method(data["_target_"]) is not load_rec_data:
         return
     defaults = {name: p.default for name, p in inspect.signature(load_rec_data).parameters.items()}
     check_data_config(**{key: data.get(key, defaults[key]) for key in inspect.signature(check_data_config).parameters})
 
 
-def check_model(model: DictConfig) -> None:
+def check_model(model: Mapping) -> None:
     """Known keys, the backbone's files, the LoRA values and the fast path (prefix cache)."""
+    backbone, lora = model["backbone"], model["lora"]
     check_known_keys(model, MODEL_KEYS, "model")
-    check_known_keys(model.backbone, target_keys(model.backbone, "catalogue_texts"), "model.backbone")
-    check_known_keys(model.lora, keyword_parameters(apply_lora, "model"), "model.lora")
-    check_backbone(model.backbone)
-    if "dtype" in model.backbone:
-        torch_dtype(model.backbone.dtype, "model.backbone.dtype")
-    num_layers = backbone_layers(model.backbone)
-    check_lora(**model.lora, num_layers=num_layers)
+    check_known_keys(backbone, target_keys(backbone, "catalogue_texts"), "model.backbone")
+    check_known_keys(lora, keyword_parameters(apply_lora, "model"), "model.lora")
+    check_backbone(backbone)
+    if "dtype" in backbone:
+        torch_dtype(backbone["dtype"], "model.backbone.dtype")
+    num_layers = backbone_layers(backbone)
+    check_lora(**lora, num_layers=num_layers)
     compute_dtype(model)  # a value outside auto/float32/bfloat16 is an error naming model.compute_dtype
     if model.get("prefix_cache_dtype") is not None:
-        torch_dtype(model.prefix_cache_dtype, "model.prefix_cache_dtype")
+        torch_dtype(model["prefix_cache_dtype"], "model.prefix_cache_dtype")
     if not model.get("prefix_cache"):
         return
-    top_layers = model.lora.get("top_layers")
+    top_layers = lora.get("top_layers")
     if top_layers is None:
         raise ValueError("model.prefix_cache=true needs model.lora.top_layers (LoRA on the top N layers only): "
                          "with adapters on every layer there is no frozen prefix to cache")
@@ -120,7 +140,7 @@ def check_method(cfg: DictConfig) -> None:
     dummy = [torch.nn.Parameter(torch.zeros(1))]
     n_train = torch.arange(1024, 0, -1)
     try:
-        instantiate(cfg.method)(params=dummy, n_train=n_train, head_mask=n_train > 820)
+        instantiate(cfg.method, _convert_="all")(params=dummy, n_train=n_train, head_mask=n_train > 820)
     except ValueError as err:
         raise ValueError(f"method={cfg.method.name} (keys method.*): {err}") from err
 

@@ -22,9 +22,8 @@ def reevaluate(run_dir: Path, overrides: dict, out_dir: Path) -> dict:
     same seed, same adapters, so it stands for that selection job in the selection table (a main-sweep
     run at the default rho need not be trained a second time to join the rho search).
     """
-    from eisam.config_check import MOST_POPULAR, validate_config
+    from eisam.config_check import MOST_POPULAR, pin_compute_dtype, validate_config
     from eisam.reference import RECBOLE
-    from eisam.models.precision import pin_compute_dtype
     from eisam.pipeline import attach_prefix_cache, build, decode_validation, test_and_write, validate_and_write
     from eisam.run_files import ADAPTER, RESOLVED_CONFIG
 

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from eisam.config_check import MOST_POPULAR, decoding_settings, prior_settings, validate_config
+from eisam.config_check import MOST_POPULAR, decoding_settings, pin_compute_dtype, plain, prior_settings, validate_config
 from eisam.context import RunContext
 from eisam.decoding.evaluate_split import evaluate_split, teacher_forced_nll
 from eisam.longtail import attach_prior, quadrant_metrics
@@ -24,7 +24,7 @@ from eisam.metric_keys import FINAL_SECTIONS, flatten
 from eisam.metrics import evaluate_rankings, nll_by_group, per_user_frame
 from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype
-from eisam.models.precision import compute_dtype, pin_compute_dtype, prefix_cache_dtype, to_compute_dtype
+from eisam.models.precision import compute_dtype, prefix_cache_dtype, to_compute_dtype
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
 from eisam.prompts import PromptTemplate
 from eisam.reference import RECBOLE, train_recbole
@@ -48,7 +48,7 @@ def attach_prefix_cache(cfg: DictConfig, model, context: RunContext) -> RunConte
         return context
     data = context.data
     common = dict(cache_dir=cfg.paths.prefix_cache_dir, autocast_dtype=autocast_dtype(cfg.trainer.precision),
-                  dtype=torch_dtype(prefix_cache_dtype(cfg.model), "model.prefix_cache_dtype"),
+                  dtype=torch_dtype(prefix_cache_dtype(plain(cfg.model)), "model.prefix_cache_dtype"),
                   pad_token_id=context.pad_token_id, batch_size=cfg.eval_batch_size)
     prefix_cache = load_or_build(
         model, [context.token_sequence(s) for s in [*data.train, *data.valid, *data.test]], **common)
@@ -67,15 +67,15 @@ def attach_prefix_cache(cfg: DictConfig, model, context: RunContext) -> RunConte
 
 def load_data(cfg: DictConfig):
     """The run's dataset (``data=...``): splits, item texts and item statistics."""
-    return instantiate(cfg.data, _partial_=True)()  # called here: a DataError reaches the user unwrapped by Hydra
+    return instantiate(cfg.data, _partial_=True, _convert_="all")()  # called here: a DataError reaches the user unwrapped by Hydra
 
 
 def build(cfg: DictConfig, adapter_dir: Path | None = None) -> tuple:
     """Data, LoRA model (fresh adapters, or those saved in ``adapter_dir``) and the run context."""
     data = load_data(cfg)
-    backbone, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
-    backbone = to_compute_dtype(backbone, compute_dtype(cfg.model))
-    model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **cfg.model.lora)
+    backbone, tokenizer = instantiate(cfg.model.backbone, _convert_="all")(list(data.items["title"]))
+    backbone = to_compute_dtype(backbone, compute_dtype(plain(cfg.model)))
+    model = load_lora(backbone, str(adapter_dir)) if adapter_dir else apply_lora(backbone, **plain(cfg.model.lora))
     return data, model, RunContext.create(data, tokenizer, PromptTemplate(**cfg.prompt))
 
 
@@ -110,7 +110,7 @@ def numerics() -> str:
 
 def run_record(cfg: DictConfig) -> dict:
     return {"dataset": cfg.data.name, "method": cfg.method.name, "model": cfg.model.name, "seed": cfg.seed,
-            "compute_dtype": compute_dtype(cfg.model), "numerics": numerics()}
+            "compute_dtype": compute_dtype(plain(cfg.model)), "numerics": numerics()}
 
 
 def decode_validation(cfg: DictConfig, model, context: RunContext, out_dir: Path) -> dict:
@@ -190,7 +190,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule = RecDataModule(context, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed)
 
     module = RecommenderModule(
-        model, instantiate(cfg.method), context.stats,
+        model, instantiate(cfg.method, _convert_="all"), context.stats,
         total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
         warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
         prefix_layer=context.prefix_cache.layer if context.prefix_cache is not None else None,

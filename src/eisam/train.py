@@ -29,8 +29,7 @@ def main(cfg: DictConfig) -> float | None:
     run the other jobs; the sweep then exits non-zero. The Optuna sweep goes on past failed trials
     (hparams_search sets max_failure_rate: 1.0).
     """
-    from eisam.config_check import validate_config
-    from eisam.models.precision import pin_compute_dtype
+    from eisam.config_check import pin_compute_dtype, validate_config
     from eisam.resume import reuse_or_resume
 
     error_file = Path(cfg.paths.output_dir) / ERROR

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, open_dict
 
 from eisam.models.backbone import torch_dtype
 
@@ -58,20 +57,6 @@ def compute_dtype(model: Mapping) -> str:
 def prefix_cache_dtype(model: Mapping) -> str:
     """``model.prefix_cache_dtype``; null: the compute precision (what the upper layers read)."""
     return model.get("prefix_cache_dtype") or compute_dtype(model)
-
-
-def pin_compute_dtype(cfg: DictConfig) -> str:
-    """Writes the resolved precision into ``cfg.model.compute_dtype`` (what the run saves and resume
-    compares) and returns it. A ``model.backbone.dtype`` that says otherwise is an error."""
-    resolved = compute_dtype(cfg.model)
-    backbone = cfg.model.backbone.get("dtype")
-    if backbone is not None and backbone != resolved:
-        raise ValueError(f"model.backbone.dtype={backbone} contradicts model.compute_dtype={resolved} "
-                         f"(from {cfg.model.get('compute_dtype')!r}); remove model.backbone.dtype: "
-                         "model.compute_dtype sets the precision")
-    with open_dict(cfg):
-        cfg.model.compute_dtype = resolved
-    return resolved
 
 
 def to_compute_dtype(model, name: str):

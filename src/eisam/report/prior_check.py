@@ -30,7 +30,7 @@ def check(overrides: list[str], famous=FAMOUS, n_obscure: int = 8) -> dict:
     settings = prior_settings(cfg) or PriorSettings.from_mapping(cfg.analysis.prior)  # scored whether or not a run enables it
     started = time.perf_counter()
     data = load_data(cfg)
-    model, tokenizer = instantiate(cfg.model.backbone)(list(data.items["title"]))
+    model, tokenizer = instantiate(cfg.model.backbone, _convert_="all")(list(data.items["title"]))
     load_seconds = time.perf_counter() - started
     context = RunContext.create(data, tokenizer, PromptTemplate(**cfg.prompt))
     return prior_check(model, context, settings, cfg.model.name, famous=famous, n_obscure=n_obscure,
