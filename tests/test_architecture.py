@@ -1,0 +1,100 @@
+"""The layout of docs/architecture.md holds: the library neither imports Lightning nor reads a Hydra config,
+no import runs upward, and at run time a config node reaches only the entry points, the pipeline and the
+config checks."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, ListConfig
+
+from eisam.pipeline import train
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "eisam"
+# Lowest first: a module may import from its own layer and the layers below, never from a layer above.
+LAYERS = (
+    ("eisam.run_files", "eisam.metric_keys", "eisam.memory", "eisam.prompts", "eisam.data", "eisam.models",
+     "eisam.metrics", "eisam.optim"),
+    ("eisam.context", "eisam.decoding", "eisam.reference"),
+    ("eisam.longtail",),
+    ("eisam.training",),
+    ("eisam.config_check", "eisam.resume", "eisam.pipeline"),
+    ("eisam.report", "eisam.longtail.report"),  # read finished run folders
+    ("eisam.entry", "eisam.train", "eisam.evaluate", "eisam.dashboard", "eisam.report.cli", "eisam.report.__main__",
+     "eisam.report.prior_check"),
+)
+LIBRARY = ("eisam.context", "eisam.data", "eisam.models", "eisam.metrics", "eisam.optim", "eisam.decoding",
+           "eisam.longtail")
+FRAMEWORKS = ("lightning", "hydra", "omegaconf")
+
+
+def modules() -> dict[str, set[str]]:
+    """Every module of the package -> the modules it imports (absolute or relative, at any depth)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = name if parts[-1] == "__init__" else name.rsplit(".", 1)[0]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[:len(package.split(".")) - node.level + 1], *filter(None, [base])])
+                imported.add(base)
+        found[name] = imported
+    return found
+
+
+def layer(module: str) -> int:
+    """The layer of the most specific prefix that names ``module``."""
+    matches = [(len(prefix), index) for index, names in enumerate(LAYERS) for prefix in names
+               if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} has no layer in tests/test_architecture.py LAYERS: place it"
+    return max(matches)[1]
+
+
+def test_library_imports_neither_lightning_nor_hydra():
+    offending = {name: sorted(i for i in imported if i.split(".")[0] in FRAMEWORKS)
+                 for name, imported in modules().items() if layer(name) <= layer("eisam.longtail")}
+    assert {name for name in offending if offending[name]} == set(), offending
+    assert all(layer(package) <= layer("eisam.longtail") for package in LIBRARY)
+
+
+def test_no_import_runs_upward():
+    upward = [f"{name} -> {imported}" for name, deps in modules().items() for imported in deps
+              if imported.startswith("eisam.") and layer(imported) > layer(name)]
+    assert upward == []
+
+
+def test_a_run_hands_the_config_only_to_pipeline_and_config_checks(smoke_cfg):
+    """Every eisam function that receives a config node (DictConfig/ListConfig) during a training run."""
+    receivers = set()
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_filename.startswith(str(PACKAGE)):
+            arguments = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+            if any(isinstance(frame.f_locals.get(a), (DictConfig, ListConfig)) for a in arguments):
+                receivers.add((Path(code.co_filename).relative_to(PACKAGE).as_posix(), code.co_name))
+
+    cfg = smoke_cfg("logger=none", "trainer.limit_train_batches=2", "data.max_eval_users=8",
+                    "analysis.prior.enabled=true", "analysis.prior.cache_dir=null", "analysis.prior.progress=false")
+    sys.setprofile(profile)
+    try:
+        train(cfg)
+    finally:
+        sys.setprofile(None)
+    assert {"pipeline.py", "config_check.py"} == {file for file, _ in receivers}, sorted(receivers)
+    assert ("pipeline.py", "train") in receivers  # the profiler saw the run
+
+
+@pytest.mark.parametrize("module", ["eisam.pipeline", "eisam.decoding.evaluate_split"])
+def test_every_module_has_a_layer(module):
+    assert all(layer(name) >= 0 for name in modules())
+    assert module in modules()
