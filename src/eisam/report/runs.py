@@ -56,7 +56,8 @@ def find_run_folders(paths) -> list[Path]:
             raise FileNotFoundError(f"{root}: no such folder")
         found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
         found |= {p.parent for p in root.rglob(METRICS)}
-    return sorted(found, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))])  # job 2 < 10
+    # job 2 before job 10; where numbers tie (lr=0.01 and lr=0.001 both read 1), the text decides
+    return sorted(found, key=lambda p: ([int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))], str(p)))
 
 
 def read_run(folder: Path) -> dict | None:
