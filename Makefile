@@ -24,10 +24,10 @@ test: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest tests
 
 # `make test-stress [RUNS=50]`: the tests that start processes or threads, RUNS times in a row with every
-# core kept busy by another process (scripts/stress_tests.py); logs of failed runs in outputs/stress/.
+# core kept busy by another process (tests/stress.py); logs of failed runs in outputs/stress/.
 RUNS ?= 50
 test-stress: $(STAMP)
-	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/stress_tests.py --runs $(RUNS)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) tests/stress.py --runs $(RUNS)
 
 # `make reproduce`: the paper's sweeps at SCALE, each followed by its report (tables and figures) in
 # outputs/report/<experiment>/. SCALE=cpu (default): `main` on ml100k at the powered scale=cpu preset
