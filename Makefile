@@ -24,10 +24,10 @@ test: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest tests
 
 # `make test-stress [RUNS=50]`: the tests that start processes or threads, RUNS times in a row with every
-# core kept busy by another process (scripts/stress_tests.py); logs of failed runs in outputs/stress/.
+# core kept busy by another process (tests/stress.py); logs of failed runs in outputs/stress/.
 RUNS ?= 50
 test-stress: $(STAMP)
-	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/stress_tests.py --runs $(RUNS)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) tests/stress.py --runs $(RUNS)
 
 # `make reproduce`: the paper's sweeps at SCALE, each followed by its report (tables and figures) in
 # outputs/report/<experiment>/. SCALE=cpu (default): `main` on ml100k at the powered scale=cpu preset
@@ -64,8 +64,8 @@ reproduce: $(STAMP)
 	  for stage in "$${stages[@]:-}"; do \
 	    $(PY) -m eisam.train -m experiment=$$e scale=$(SCALE) hydra/launcher=$(LAUNCHER) $$stage hydra.sweep.dir=$$dir || status=1; \
 	  done; \
-	  $(PY) -m eisam.report $$dir --out outputs/report/$$e || status=1; \
-	  $(if $(QUADRANTS),$(PY) -m eisam.report.longtail $$dir --out outputs/report/$$e/quadrants || status=1;) \
+	  $(PY) -m eisam.report tables $$dir --out outputs/report/$$e || status=1; \
+	  $(if $(QUADRANTS),$(PY) -m eisam.report longtail $$dir --out outputs/report/$$e/quadrants || status=1;) \
 	done; exit $$status
 
 reproduce-more: $(STAMP)
@@ -80,7 +80,7 @@ SELECT ?=
 select: $(STAMP)
 	@dir=outputs/selection/multiruns/select_$(SCALE); status=0; \
 	$(PY) -m eisam.train -m experiment=selection scale=$(SCALE) $(SELECT) hydra.sweep.dir=$$dir || status=1; \
-	$(PY) -m eisam.report $$dir --out outputs/report/selection || status=1; exit $$status
+	$(PY) -m eisam.report tables $$dir --out outputs/report/selection || status=1; exit $$status
 
 # The tables (or the figures) of each experiment from all its sweeps under outputs/; where a setting
 # and seed ran more than once, the newest finished run counts.
@@ -88,7 +88,7 @@ tables figures: $(STAMP)
 	@for sweeps in outputs/*/multiruns; do \
 	  test -d $$sweeps || continue; \
 	  e=$$(basename $$(dirname $$sweeps)); \
-	  $(PY) -m eisam.report $$sweeps --out outputs/report/$$e --only $@ || exit 1; \
+	  $(PY) -m eisam.report tables $$sweeps --out outputs/report/$$e --only $@ || exit 1; \
 	done
 
 # `make dashboard ENTITY=me [PROJECT=eisam-rec] [GROUP=sensitivity] [DATASET=ml100k] [DRY_RUN=1]`: the wandb
@@ -121,8 +121,8 @@ clean:
 	rm -rf $(VENV) .cache
 
 # `make cluster-plan [MFU="0.1 0.3 0.5"]`: the SCALE=paper sweep on a Slurm cluster, planned: every job's
-# overrides, FLOPs and GPU hours at the assumed MFU, and the launch commands (scripts/cluster_plan.py,
+# overrides, FLOPs and GPU hours at the assumed MFU, and the launch commands (python -m eisam.report plan,
 # docs/cluster.md). Submits nothing; reads the datasets (Games and Books from $EISAM_DATA_DIR).
 MFU ?=
 cluster-plan: $(STAMP)
-	$(PY) scripts/cluster_plan.py --experiments $(EXPERIMENTS_paper) $(if $(MFU),--mfu $(MFU))
+	$(PY) -m eisam.report plan --experiments $(EXPERIMENTS_paper) $(if $(MFU),--mfu $(MFU))

@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from backbone_shapes import SHAPES
 from bench_decode import machine, timed_batches
 from bench_optim import METHODS, make_step
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -45,6 +44,7 @@ from eisam.decoding import PrefixTree, constrained_beam_search, generic_constrai
 from eisam.entry import CONFIG_PATH, compose_config
 from eisam.memory import track_peak_memory
 from eisam.models.backbone import train_tokenizer
+from eisam.models.shapes import SHAPES
 from eisam.pipeline import build, load_data
 
 ROOT = Path(CONFIG_PATH).parent

@@ -1,4 +1,5 @@
-"""experiment=base_search and its report (eisam.report.base_search): validation only, a reference row beside."""
+"""experiment=base_search and its report (python -m eisam.report base-search): validation only, a reference
+row beside."""
 
 import json
 
@@ -9,7 +10,7 @@ import pytest
 from eisam.entry import compose_config
 from eisam.evaluate import reevaluate
 from eisam.pipeline import train
-from eisam.report.base_search import main
+from eisam.report.cli import main
 
 
 def test_base_search_reads_validation_runs_and_the_reference(tmp_path):
@@ -20,7 +21,7 @@ def test_base_search_reads_validation_runs_and_the_reference(tmp_path):
     assert "test" not in metrics and not (runs / "base" / "predictions.csv").exists()  # the test split is not read
     exact = reevaluate(runs / "base", {"decoding": {"search": "exact"}}, runs / "base_exact")  # the decoder knob
     train(compose_config(runs / "sasrec", "scale=smoke", "method=sasrec", "method.epochs=2"))
-    main([str(runs), "--out", str(tmp_path / "out")])
+    main(["base-search", str(runs), "--out", str(tmp_path / "out")])
     table = pd.read_csv(tmp_path / "out" / "base_search.csv")
     assert set(table.method) == {"base", "sasrec"} and (table.users == base.data.max_eval_users).all()
     for decoder, result in (("beam", metrics), ("exact", exact)):

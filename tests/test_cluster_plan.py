@@ -1,5 +1,5 @@
 """The cluster plan without a cluster: the Slurm launcher and DDP trainer configs compose with the real
-config tree into the sbatch file submitit would submit (nothing is submitted), scripts/cluster_plan.py
+config tree into the sbatch file submitit would submit (nothing is submitted), python -m eisam.report plan
 prints the sweep's whole grid with hours that scale with 1/MFU, and its pass counts are the ones the
 step objects run."""
 
@@ -15,15 +15,15 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-from conftest import load_script
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from submitit.slurm.slurm import SlurmExecutor
 
 from eisam.entry import CONFIG_PATH, compose_config
+from eisam.report import plan
+from eisam.report.cli import main
 
-cluster_plan = load_script("cluster_plan")
 METHODS = sorted(p.stem for p in (Path(CONFIG_PATH) / "method").glob("*.yaml")
                  if p.stem not in ("mostpop", "sasrec", "gru4rec"))  # the methods that step a language model
 
@@ -35,7 +35,7 @@ def composed(*overrides: str):
 
 def sweep(experiment: str) -> list[list[str]]:
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        return cluster_plan.sweep(experiment, "paper", [])
+        return plan.sweep(experiment, "paper", [])
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def printed():
     """The plan of experiment=sensitivity (ml100k only, so no data beyond the recbole wheel) at two MFUs."""
     out = io.StringIO()
     with redirect_stdout(out):
-        cluster_plan.main(["--experiments", "sensitivity", "--mfu", "0.25", "0.5"])
+        main(["plan", "--experiments", "sensitivity", "--mfu", "0.25", "0.5"])
     return out.getvalue()
 
 
@@ -137,5 +137,5 @@ def test_pass_counts_are_those_the_step_objects_run(method, tmp_path):
     for _ in range(2):  # the second step: eisam_fast's first one has its extra backward
         report = step.step([(lambda: model(x).squeeze(-1).pow(2), items)])
     # A batch far larger than the catalogue holds every group in expectation too.
-    expected = cluster_plan.passes(cfg.method, 10**6, n_train.numpy())
+    expected = plan.passes(cfg.method, 10**6, n_train.numpy())
     assert (report.forward_passes, report.backward_passes) == pytest.approx(expected)

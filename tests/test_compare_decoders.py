@@ -1,4 +1,4 @@
-"""scripts/compare_decoders.py pairs a run's beam lists with its exact re-evaluation user by user."""
+"""python -m eisam.report decoders pairs a run's beam lists with its exact re-evaluation user by user."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eisam.report.decoders import decoded_users, table
 from eisam.run_files import ITEM_STATS, PREDICTIONS
-from conftest import load_script
-
-
-
 
 
 def write_predictions(folder: Path, users, targets, lists, groups) -> None:
@@ -32,12 +29,11 @@ def test_decoders_are_paired_by_user_and_compared_per_group(tmp_path):
     (tmp_path / ITEM_STATS).rename(run / ITEM_STATS)
     write_predictions(reeval, ["c", "a", "x"], [20, 0, 7], [exact[2], exact[0], exact[0]], groups)  # x: not in run
 
-    module = load_script("compare_decoders")
-    users = module.decoded_users(run, reeval)
+    users = decoded_users(run, reeval)
     assert sorted(users.index) == ["a", "c"]
     assert users.overlap.to_dict() == {"a": 5, "c": 10}
     assert users.ndcg_beam["c"] == pytest.approx(1.0) and users.ndcg_exact["c"] == pytest.approx(1 / np.log2(11))
     assert users.hit_exact["a"] == 0 and users.hit_beam["a"] == 1  # the exact list starts at item 5
     assert users.tail_share_beam["a"] == pytest.approx(0.5) and users.tail_share_exact["a"] == pytest.approx(1.0)
-    text = module.table(users)
+    text = table(users)
     assert "| overall | 2 |" in text and "| head | 1 |" in text and "| tail | 1 |" in text

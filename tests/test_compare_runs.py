@@ -1,4 +1,4 @@
-"""scripts/compare_runs.py: a few run folders side by side, each paired by user with the first."""
+"""python -m eisam.report compare: a few run folders side by side, each paired by user with the first."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import load_script
 from scipy import stats
 from test_report import N_USERS, fake_run
 
+from eisam.report.compare import compare
+
 
 def test_each_run_is_paired_by_user_with_the_reference(tmp_path):
-    script = load_script("compare_runs")
     reference = fake_run(tmp_path / "a", method="base")
     other = fake_run(tmp_path / "b", method="sam", ranks=np.r_[np.zeros(10, int), np.full(N_USERS - 10, -1)])
     metrics = json.loads((other / "metrics.json").read_text())
@@ -26,7 +26,7 @@ def test_each_run_is_paired_by_user_with_the_reference(tmp_path):
         predictions["recommended"] = lists
         predictions.to_csv(run / "predictions.csv", index=False)
 
-    rows = script.compare([reference, other], ["all-layers", "top-2"]).splitlines()
+    rows = compare([reference, other], ["all-layers", "top-2"]).splitlines()
     ref_row, other_row = (next(r for r in rows if r.startswith(f"| {label} |")) for label in ("all-layers", "top-2"))
     assert ref_row.split(" | ")[3] == "-" and other_row.split(" | ")[3] == "1.2346"
     assert ref_row.count("(reference)") == 3

@@ -195,7 +195,7 @@ def test_unfinished_runs_are_named_and_the_newest_rerun_counts(tmp_path, capsys)
     failed = fake_run(sweep / "d", "eisam_fast", finished=False)
     (failed / "error.txt").write_text("Traceback ...\nRuntimeError: out of memory\n")
 
-    main([str(sweep), "--out", str(tmp_path / "out")])
+    main(["tables", str(sweep), "--out", str(tmp_path / "out")])
 
     runs = pd.read_csv(tmp_path / "out" / "runs.csv").set_index("run")
     assert runs.status.to_dict() == {str(old): "superseded", str(new): "ok", str(sweep / "c"): "ok",

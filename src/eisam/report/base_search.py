@@ -1,4 +1,4 @@
-"""``python -m eisam.report.base_search RUN_DIRS... --out DIR``: the search for a base worth regularizing.
+"""``python -m eisam.report base-search RUN_DIRS... --out DIR``: the search for a base worth regularizing.
 
 Reads ``experiment=base_search`` runs (validation only) and reference runs (``method=sasrec``, ...), and
 writes ``base_search.{md,csv}``: per setting its validation NDCG@10 and HR@10 with 95 % bootstrap
@@ -10,7 +10,6 @@ overall, head and tail; and the figures ``ndcg_vs_compute.png`` and ``gap.png``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,7 @@ from eisam.metric_keys import PROBE_HEAD_NLL, PROBE_NLL, PROBE_TAIL_NLL, VAL_HEA
 from eisam.metrics.ranking import case_hit_ndcg, target_ranks
 from eisam.reference import RECBOLE
 from eisam.report.figures import panels, save
-from eisam.report.runs import K, find_run_folders
+from eisam.report.runs import K, find_run_folders, read_metrics
 from eisam.report.stats import bootstrap_ci, paired_t
 from eisam.report.tables import interval, markdown
 from eisam.run_files import ITEM_STATS, METRICS, RESOLVED_CONFIG, VALID_PREDICTIONS
@@ -44,14 +43,14 @@ def read_setting(folder: Path) -> dict | None:
     if not (folder / VALID_PREDICTIONS).exists() or not (folder / METRICS).exists():
         return None
     cfg = yaml.safe_load((folder / RESOLVED_CONFIG).read_text())
-    metrics = json.loads((folder / METRICS).read_text())
+    metrics = read_metrics(folder)
     predictions = pd.read_csv(folder / VALID_PREDICTIONS, dtype={"user": str})
     hit, ndcg = case_hit_ndcg(predictions["rank"], K)
     trained = Path(metrics.get("reevaluated_from") or folder)  # a re-evaluation (another decoder) of a run
     stats = ItemStats.load(trained / ITEM_STATS)
     popular = [stats.most_popular(K)] * len(predictions)
     _, popular_ndcg = case_hit_ndcg(target_ranks(popular, predictions.target.tolist()), K)
-    cost = (metrics if trained == folder else json.loads((trained / METRICS).read_text())).get("cost") or {}
+    cost = (metrics if trained == folder else read_metrics(trained)).get("cost") or {}
     language_model = cfg["method"].get("kind") != RECBOLE
     knobs = {name: str(_get(cfg, key)) if language_model or name in ("method", "samples") else ""
              for name, key in KNOBS.items()}  # text: a table mixing models shows 4, not 4.0
@@ -132,11 +131,12 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="folders holding the search's runs and the reference runs")
     parser.add_argument("--out", type=Path, default=Path("outputs/report/base_search"))
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
     folders = find_run_folders(args.paths)
     settings = [s for s in map(read_setting, folders) if s]
     if not settings:
@@ -152,7 +152,3 @@ def main(argv=None) -> None:
         gap.to_csv(args.out / "gap.csv", index=False)
     for path in draw(table, gap, args.out):
         print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -55,7 +55,8 @@ def find_run_folders(paths) -> list[Path]:
             raise FileNotFoundError(f"{root}: no such folder")
         found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
         found |= {p.parent for p in root.rglob(METRICS)}
-    return sorted(found, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))])  # job 2 < 10
+    # job 2 before job 10; where numbers tie (lr=0.01 and lr=0.001 both read 1), the text decides
+    return sorted(found, key=lambda p: ([int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))], str(p)))
 
 
 def read_run(folder: Path) -> dict | None:
@@ -78,7 +79,7 @@ def read_run(folder: Path) -> dict | None:
         reason = (error.read_text().strip().splitlines() or ["failed"])[-1] if error.exists() \
             else "no metrics.json: unfinished or killed"
         return {**row, "status": "missing", "reason": reason, "time": folder.stat().st_mtime}
-    metrics = json.loads(metrics_file.read_text())
+    metrics = read_metrics(folder)
     flat = pd.json_normalize({key: metrics[key] for key in ("test", "valid", "cost") if metrics.get(key)}, sep="/")
     in_history = (metrics.get("data") or {}).get(IN_HISTORY.split("/")[1])
     return {**row, "status": "ok", "reason": "", "time": metrics_file.stat().st_mtime, IN_HISTORY: in_history,
@@ -103,6 +104,31 @@ def load_runs(paths) -> pd.DataFrame:
     return runs
 
 
+def read_metrics(folder: Path) -> dict:
+    """A finished run's metrics.json."""
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no {METRICS} (not a finished run folder)")
+    return json.loads(path.read_text())
+
+
+def read_predictions(folder: Path, columns=("target", "rank")) -> pd.DataFrame:
+    """A run's predictions.csv, one row per user (ids as text), checked to hold ``columns`` besides user;
+    ``recommended``, where asked for, as lists of item indices, best first."""
+    path = Path(folder) / PREDICTIONS
+    predictions = pd.read_csv(path, dtype={"user": str, "recommended": str})
+    missing = [column for column in ("user", *columns) if column not in predictions]
+    if missing:
+        raise KeyError(f"{path}: no column(s) {missing} (expected {', '.join(('user', *columns))})")
+    if predictions.user.duplicated().any():
+        raise ValueError(f"{path}: user {predictions.user[predictions.user.duplicated()].iloc[0]!r} "
+                         "has two rows; the report pairs runs user by user, one test case per user")
+    if "recommended" in columns:
+        predictions["recommended"] = [[int(item) for item in items.split()]
+                                      for items in predictions.recommended.fillna("")]
+    return predictions
+
+
 def per_user(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per evaluated user of each run: the user's target group (head/tail) and its training
     count n_train, and the per-user scores HR@10, NDCG@10 (from the saved rank), the target NLL
@@ -110,13 +136,7 @@ def per_user(runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for run in runs.run:
         folder = Path(run)
-        predictions = pd.read_csv(folder / PREDICTIONS, dtype={"user": str})
-        for column in ("user", "target", "rank"):
-            if column not in predictions:
-                raise KeyError(f"{folder / PREDICTIONS}: no column {column!r} (expected user, target, rank)")
-        if predictions.user.duplicated().any():
-            raise ValueError(f"{folder / PREDICTIONS}: user {predictions.user[predictions.user.duplicated()].iloc[0]!r} "
-                             "has two rows; the report pairs runs user by user, one test case per user")
+        predictions = read_predictions(folder)
         items = pd.read_csv(folder / ITEM_STATS, usecols=["item_idx", "n_train", "group"]).set_index("item_idx")
         hit, ndcg = case_hit_ndcg(predictions["rank"], K)
         exact = predictions.get("exact_rank")

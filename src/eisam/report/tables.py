@@ -121,13 +121,21 @@ def _mean_std(mean, std) -> str:
     return _number(mean) + ("" if pd.isna(std) else f" ± {std:.4f}")
 
 
-def interval(mean, lo, hi) -> str:
-    return _number(mean) + ("" if pd.isna(lo) else f" [{lo:.4f}, {hi:.4f}]")
+def interval(mean, lo, hi, digits: int = 4) -> str:
+    """mean [lo, hi] to ``digits`` decimals: the mean alone where there is no interval, '' without a mean."""
+    return _number(mean, f"{{:.{digits}f}}") + ("" if pd.isna(lo) else f" [{lo:.{digits}f}, {hi:.{digits}f}]")
 
 
-def markdown(table: pd.DataFrame) -> str:
+def difference(test: dict, digits: int = 4) -> str:
+    """A paired difference (`paired_t`'s result) signed, with its t interval and p."""
+    return f"{test['diff']:+.{digits}f} [{test['lo']:+.{digits}f}, {test['hi']:+.{digits}f}], p = {test['p']:.2g}"
+
+
+def markdown(table: pd.DataFrame, align_right=()) -> str:
+    """The table in Markdown, empty cells for NaN; the columns named in ``align_right`` right-aligned."""
     cells = table.astype(object).where(table.notna(), "").astype(str)
-    lines = ["| " + " | ".join(cells.columns) + " |", "|" + " --- |" * len(cells.columns)]
+    lines = ["| " + " | ".join(cells.columns) + " |",
+             "|" + "".join(" ---: |" if column in align_right else " --- |" for column in cells.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]) + "\n"
 
 

@@ -17,8 +17,8 @@ assumption and its source:
 - GPU hours = FLOPs / (MFU · peak): ``--mfu`` for fitting (training and validation), ``--decode-mfu``
   for the test phase (beam search and target NLL).
 
-    python scripts/cluster_plan.py --experiments main ablation sensitivity efficiency    # make cluster-plan
-    python scripts/cluster_plan.py --experiments main --mfu 0.3 0.5 data=ml100k          # overrides for every job
+    python -m eisam.report plan --experiments main ablation sensitivity efficiency    # make cluster-plan
+    python -m eisam.report plan --experiments main --mfu 0.3 0.5 data=ml100k          # overrides for every job
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from backbone_shapes import SHAPES
+import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -36,9 +36,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eisam.config_check import MOST_POPULAR
 from eisam.entry import CONFIG_PATH, set_project_root
+from eisam.models.shapes import SHAPES
 from eisam.optim import popularity_groups
 from eisam.pipeline import load_data, total_train_steps
 from eisam.prompts import PromptTemplate
+from eisam.report.tables import markdown
 
 DIGITS = str.maketrans("", "", "0123456789")
 # LoRA target module -> (fan in, fan out), in units the shape gives (h: hidden, kv: key/value width, ff).
@@ -46,13 +48,20 @@ LORA_DIMS = {"q_proj": ("h", "h"), "k_proj": ("h", "kv"), "v_proj": ("h", "kv"),
              "gate_proj": ("h", "ff"), "up_proj": ("h", "ff"), "down_proj": ("ff", "h")}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def fraction(text: str) -> float:
+    """A utilization: a fraction in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1]")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiments", nargs="+", required=True, help="experiment configs (conf/experiment/)")
     parser.add_argument("--scale", default="paper")
-    parser.add_argument("--mfu", type=float, nargs="+", default=[0.1, 0.3, 0.5],
+    parser.add_argument("--mfu", type=fraction, nargs="+", default=[0.1, 0.3, 0.5],
                         help="assumed model-FLOP utilization of fitting, one column each")
-    parser.add_argument("--decode-mfu", type=float, default=0.1, help="assumed utilization of the test phase")
+    parser.add_argument("--decode-mfu", type=fraction, default=0.1, help="assumed utilization of the test phase")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="the GPU's dense bf16 peak (H200 SXM: 989, NVIDIA's datasheet)")
     parser.add_argument("--chars-per-token", type=float, default=4.0,
@@ -65,10 +74,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Slurm time limit = this x the slowest job of a sweep at the lowest --mfu")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for every job (a swept key's value replaces its axis)")
-    args = parser.parse_args(argv)
-    if not all(0 < m <= 1 for m in [*args.mfu, args.decode_mfu]):
-        parser.error("--mfu and --decode-mfu are fractions in (0, 1]")
-    return args
 
 
 def tokens(text: str, chars_per_token: float) -> float:
@@ -111,7 +116,7 @@ class Backbone:
 
     def __init__(self, model: DictConfig):
         if model.name not in SHAPES:
-            raise SystemExit(f"model={model.name}: no published shape in scripts/backbone_shapes.py")
+            raise SystemExit(f"model={model.name}: no published shape in eisam/models/shapes.py")
         if model.lora.top_layers is not None or model.prefix_cache:
             raise SystemExit("the plan prices LoRA on every layer without the prefix cache (scale=paper): "
                              "set model.lora.top_layers=null model.prefix_cache=false")
@@ -231,8 +236,8 @@ def plan(args) -> list[Job]:
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
-    rule = "|" + "|".join(" --- " if i < 2 else " ---: " for i in range(len(header))) + "|"
-    return ["| " + " | ".join(header) + " |", rule, *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+    """The lines of a Markdown table, its columns after the first two (numbers) right-aligned."""
+    return markdown(pd.DataFrame(rows, columns=header), align_right=header[2:]).splitlines()
 
 
 def pct(value: float) -> str:
@@ -341,10 +346,5 @@ def launch(args, jobs: list[Job]) -> list[str]:
         + ", ".join(f"{h:.2f} (fit @ {pct(m)})" for h, m in zip(wall, args.mfu)) + "."]
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     print("\n".join(report(args, plan(args))))
-
-
-if __name__ == "__main__":
-    main()

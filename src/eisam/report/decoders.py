@@ -6,7 +6,7 @@ Users are matched by id (a re-evaluation on a user subset compares those users o
 intervals over users, the paired difference exact minus beam (t interval, p), how many of the beam's
 top 10 are in the exact top 10, and the tail share of each decoder's lists.
 
-    python scripts/compare_decoders.py RUN_DIR [--reeval RUN_DIR/reeval] [--out table.md]
+    python -m eisam.report decoders RUN_DIR [--reeval RUN_DIR/reeval] [--out table.md]
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from eisam.metrics.ranking import case_hit_ndcg
-from eisam.report.runs import GROUPS, K, of_group
+from eisam.report.runs import GROUPS, K, of_group, read_predictions
 from eisam.report.stats import bootstrap_ci, paired_t
+from eisam.report.tables import difference, interval, markdown
 from eisam.run_files import ITEM_STATS, PREDICTIONS
 
 DECODERS = ("beam", "exact")
@@ -29,9 +30,9 @@ def decoded_users(run_dir: Path, reeval_dir: Path) -> pd.DataFrame:
     tail = pd.read_csv(run_dir / ITEM_STATS, usecols=["item_idx", "group"]).set_index("item_idx").group.eq("tail")
     frames = {}
     for decoder, folder in zip(DECODERS, (run_dir, reeval_dir)):
-        predictions = pd.read_csv(folder / PREDICTIONS, dtype={"user": str}).set_index("user")
+        predictions = read_predictions(folder, ("target_group", "rank", "recommended")).set_index("user")
         hit, ndcg = case_hit_ndcg(predictions["rank"], K)
-        top = predictions.recommended.map(lambda r: [int(i) for i in str(r).split()[:K]])
+        top = predictions.recommended.map(lambda items: items[:K])
         frames[decoder] = pd.DataFrame({"group": predictions.target_group, "hit": hit, "ndcg": ndcg, "top": top,
                                         "tail_share": top.map(lambda items: tail.loc[items].mean())},
                                        index=predictions.index)
@@ -45,40 +46,38 @@ def decoded_users(run_dir: Path, reeval_dir: Path) -> pd.DataFrame:
 
 
 def _cell(values: pd.Series) -> str:
-    lo, hi = bootstrap_ci(values.to_numpy(dtype=float))
-    return f"{values.mean():.4f} [{lo:.4f}, {hi:.4f}]"
+    return interval(values.mean(), *bootstrap_ci(values.to_numpy(dtype=float)))
 
 
 def table(users: pd.DataFrame) -> str:
-    lines = [f"| users | n | beam HR@{K} | exact HR@{K} | beam NDCG@{K} | exact NDCG@{K} | "
-             f"Δ NDCG@{K} exact − beam [95 % CI], p | beam top {K} in exact top {K} | tail share beam / exact |",
-             "| --- | ---: | --- | --- | --- | --- | --- | ---: | --- |"]
+    rows = []
     for who in GROUPS:
-        rows = of_group(users, who)
-        if rows.empty:
+        chosen = of_group(users, who)
+        if chosen.empty:
             continue
-        t = paired_t((rows.ndcg_exact - rows.ndcg_beam).to_numpy(dtype=float))
-        lines.append(f"| {who} | {len(rows)} | {_cell(rows.hit_beam)} | {_cell(rows.hit_exact)} | {_cell(rows.ndcg_beam)} | "
-                     f"{_cell(rows.ndcg_exact)} | {t['diff']:+.4f} [{t['lo']:+.4f}, {t['hi']:+.4f}], p = {t['p']:.2g} | "
-                     f"{rows.overlap.mean():.2f} | {rows.tail_share_beam.mean():.3f} / {rows.tail_share_exact.mean():.3f} |")
-    return "\n".join(lines) + "\n"
+        rows.append({"users": who, "n": len(chosen),
+                     f"beam HR@{K}": _cell(chosen.hit_beam), f"exact HR@{K}": _cell(chosen.hit_exact),
+                     f"beam NDCG@{K}": _cell(chosen.ndcg_beam), f"exact NDCG@{K}": _cell(chosen.ndcg_exact),
+                     f"Δ NDCG@{K} exact − beam [95 % CI], p":
+                         difference(paired_t((chosen.ndcg_exact - chosen.ndcg_beam).to_numpy(dtype=float))),
+                     f"beam top {K} in exact top {K}": f"{chosen.overlap.mean():.2f}",
+                     "tail share beam / exact":
+                         f"{chosen.tail_share_beam.mean():.3f} / {chosen.tail_share_exact.mean():.3f}"})
+    return markdown(pd.DataFrame(rows), align_right=("n", f"beam top {K} in exact top {K}"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished training run (its test: the beam search)")
     parser.add_argument("--reeval", type=Path, help="its exact-search re-evaluation (default RUN_DIR/reeval)")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     reeval = args.reeval or args.run_dir / "reeval"
     for folder in (args.run_dir, reeval):
         if not (folder / PREDICTIONS).is_file():
-            parser.error(f"{folder}: no {PREDICTIONS} (not a finished run or re-evaluation)")
+            raise argparse.ArgumentTypeError(f"{folder}: no {PREDICTIONS} (not a finished run or re-evaluation)")
     text = table(decoded_users(args.run_dir, reeval))
     if args.out:
         args.out.write_text(text)
     print(text)
-
-
-if __name__ == "__main__":
-    main()

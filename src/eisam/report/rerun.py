@@ -1,10 +1,10 @@
 """Does a rerun reproduce a committed table? Compares two ``runs.csv`` files (written by
-``python -m eisam.report``) on the runs they share: same task, dataset, method, model, seed and
+``python -m eisam.report tables``) on the runs they share: same task, dataset, method, model, seed and
 method settings. For each shared run it prints the largest absolute difference over the test
 metrics (``test/…``), where it is, and how many metrics differ by more than ``--tol``; the cost columns
 (``cost/…``: wall-clock times, memory) are left out, since they measure the machine, not the model.
 
-    python scripts/check_rerun.py docs/results/main/first_vm/runs.csv outputs/report/main/runs.csv
+    python -m eisam.report rerun docs/results/main/first_vm/runs.csv outputs/report/main/runs.csv
 
 Exits 1 when a shared run differs by more than ``--tol`` or when no run is shared.
 """
@@ -30,7 +30,8 @@ def _finished(path: Path) -> pd.DataFrame:
     runs = runs.assign(**{c: value for c, value in LATER_COLUMNS.items() if c not in runs.columns})
     missing = [column for column in ["run", "status", *SETTING] if column not in runs.columns]
     if missing:
-        raise ValueError(f"{path}: no column(s) {missing}; expected a runs.csv written by `python -m eisam.report`")
+        raise ValueError(f"{path}: no column(s) {missing}; "
+                         "expected a runs.csv written by `python -m eisam.report tables`")
     return runs[runs["status"] == "ok"]
 
 
@@ -63,12 +64,13 @@ def compare(reference: pd.DataFrame, rerun: pd.DataFrame, tol: float) -> tuple[p
     return table, bool(len(table)) and (table[f"beyond {tol:g}"] == 0).all()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("reference", type=Path, help="the committed runs.csv")
     parser.add_argument("rerun", type=Path, help="the rerun's runs.csv")
     parser.add_argument("--tol", type=float, default=0.0, help="largest absolute difference that counts as equal")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     try:
         table, same = compare(_finished(args.reference), _finished(args.rerun), args.tol)
     except ValueError as err:
@@ -76,8 +78,5 @@ def main() -> None:
     if table.empty:
         sys.exit(f"{args.reference} and {args.rerun} share no finished run (same task, method, seed and settings)")
     print(markdown(table))
-    sys.exit(0 if same else 1)
-
-
-if __name__ == "__main__":
-    main()
+    if not same:
+        sys.exit(1)

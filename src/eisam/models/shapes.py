@@ -1,5 +1,5 @@
-"""Published shapes of the backbones the scripts build or price without downloading them, in one place:
-scripts/gpu_check.py builds a random model of a shape, scripts/cluster_plan.py counts its FLOPs."""
+"""Published shapes of the backbones that are built or priced without downloading them, in one place:
+scripts/gpu_check.py builds a random model of a shape, ``python -m eisam.report plan`` counts its FLOPs."""
 
 # Qwen/Qwen2-0.5B's config.json (494 M parameters with tied embeddings); `tiny`: the same layout, small,
 # its vocabulary the tokenizer's (vocab_size 0: whatever the tokenizer has).
