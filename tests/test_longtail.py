@@ -156,8 +156,8 @@ def test_cache_reuses_and_recomputes_when_model_dataset_or_prompt_change(tmp_pat
 # ----------------------------------------------------------------------- pipeline, CLI, config
 
 def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke_cfg, tmp_path):
-    from eisam.longtail.report import main
     from eisam.pipeline import train
+    from eisam.report.cli import main
 
     run = tmp_path  # smoke_cfg's run folder
     cfg = smoke_cfg("analysis.prior.enabled=true", "trainer.limit_train_batches=2", "data.max_eval_users=16",
@@ -195,7 +195,7 @@ def test_smoke_run_writes_quadrants_and_prior_and_the_cli_builds_the_study(smoke
         shutil.copy(run / f, reeval / f)
 
     out = tmp_path / "study"
-    written = main([str(run), str(other), "--out", str(out)])
+    written = main(["longtail", str(run), str(other), "--out", str(out)])
     for name in ("quadrants.md", "quadrants.csv", "quadrants_runs.csv", "prior.md", "prior.csv",
                  "heatmap_synthetic_tiny_llama_base.png", "heatmap_synthetic_tiny_llama_other.png",
                  "hit_vs_frequency_synthetic.png", "hit_vs_prior_synthetic.png"):

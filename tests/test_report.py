@@ -15,7 +15,8 @@ import yaml
 from scipy import stats
 
 from eisam.metrics.ranking import case_hit_ndcg, hit_ndcg
-from eisam.report import build_report, load_runs, main
+from eisam.report import build_report, load_runs
+from eisam.report.cli import main
 from eisam.report.stats import holm
 
 N_ITEMS, N_USERS = 50, 40

@@ -315,18 +315,15 @@ def write_study(run_dirs: Iterable[str | Path], out: str | Path, k: int = 10) ->
     return written
 
 
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(prog="python -m eisam.report longtail", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders (multiruns)")
     parser.add_argument("--out", default="outputs/report/longtail_study", help="output folder")
     parser.add_argument("--k", type=int, default=10, help="cut-off K of HR@K / NDCG@K (at most the length of the recommended lists)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Path]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     written = write_study(args.run_dirs, args.out, args.k)
-    for name, path in written.items():
+    for path in written.values():
         print(path)
     return written
-
-
-if __name__ == "__main__":
-    main()

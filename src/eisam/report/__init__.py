@@ -6,7 +6,8 @@
 - ``cli``: ``python -m eisam.report COMMAND ...``, one command per module:
 
   - ``tables`` (``sweep``): the report of sweeps, ``tables SWEEP_DIR... [--out DIR] [--only tables|figures]``;
-  - ``longtail``: the long-tail study's tables and figures, ``longtail RUN_DIR... --out DIR``;
+  - ``longtail`` (``eisam.longtail.report``): the long-tail study's tables and figures, ``longtail RUN_DIR... --out DIR``;
+  - ``prior-check`` (``prior_check``): the prior instrument's sanity check on a dataset's catalogue;
   - ``base-search`` (``base_search``): the search for a base worth regularizing, on validation runs;
   - ``compare``: a few run folders side by side, each paired by user with the first;
   - ``decoders``: a run's beam search against its exact re-evaluation, per head and tail users;
@@ -14,8 +15,7 @@
   - ``plan``: the paper-scale sweep on a Slurm cluster, its jobs, FLOPs and GPU hours (submits nothing).
 """
 
-from eisam.report.cli import main
 from eisam.report.runs import load_runs
 from eisam.report.sweep import build_report
 
-__all__ = ["build_report", "load_runs", "main"]
+__all__ = ["build_report", "load_runs"]
