@@ -4,7 +4,7 @@ method settings. For each shared run it prints the largest absolute difference o
 metrics (``test/…``), where it is, and how many metrics differ by more than ``--tol``; the cost columns
 (``cost/…``: wall-clock times, memory) are left out, since they measure the machine, not the model.
 
-    python -m eisam.report rerun docs/results/main/first_vm/runs.csv outputs/report/main/runs.csv
+    python -m eisam.report rerun docs/results/archive/main_first_vm/runs.csv outputs/report/main/runs.csv
 
 Exits 1 when a shared run differs by more than ``--tol`` or when no run is shared.
 """
