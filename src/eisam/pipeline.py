@@ -243,7 +243,7 @@ def most_popular(cfg: DictConfig, out_dir: Path) -> dict:
     data = load_data(cfg)
     if cfg.analysis.prior.enabled:
         log.info("method=mostpop has no model to score the prior with; the long-tail study borrows the prior "
-                 "of a model run of the same dataset (eisam.report.longtail)")
+                 "of a model run of the same dataset (python -m eisam.report longtail)")
     recommended = [data.stats.most_popular(max(cfg.decoding.ks))] * len(data.test)
     cost = {"train_steps": 0, "skipped_steps": 0, "train_seconds": 0.0, "seconds_per_step": None,
             "forward_passes": 0, "backward_passes": 0, "forward_per_step": None, "backward_per_step": None,
@@ -258,7 +258,7 @@ def reference_model(cfg: DictConfig, out_dir: Path) -> dict:
     data = load_data(cfg)
     if cfg.analysis.prior.enabled:
         log.info("method=%s is not a language model: no prior to score; the long-tail study borrows the prior "
-                 "of a model run of the same dataset (eisam.report.longtail)", cfg.method.name)
+                 "of a model run of the same dataset (python -m eisam.report longtail)", cfg.method.name)
     options = {key: value for key, value in OmegaConf.to_container(cfg.method, resolve=True).items()
                if key not in ("name", "kind")}
     ks = tuple(cfg.decoding.ks)
