@@ -144,8 +144,9 @@ def test_every_job_of_the_cpu_sweep_passes_the_config_checks(tmp_path, method):
 
 
 def test_the_values_chosen_on_validation_reach_the_methods_of_their_scale(tmp_path):
-    """scale=cpu's `selected` block sets rho (and lam) of sam, eisam and the methods that borrow their
-    choice; other scales keep the methods' own defaults; a command-line value still wins."""
+    """conf/selected/cpu.yaml, which scale=cpu selects, sets rho (and lam) of sam, eisam and the methods
+    that borrow their choice; other scales have no `selected` and keep the methods' own defaults; a
+    command-line value still wins."""
     from eisam.entry import compose_config
 
     def method(*overrides):
@@ -157,6 +158,7 @@ def test_the_values_chosen_on_validation_reach_the_methods_of_their_scale(tmp_pa
         assert method("scale=cpu", f"method={name}").rho == chosen[source].rho, name
         assert method("scale=cpu", f"method={name}", f"selected.{source}.rho=0.123").rho == 0.123, name
     assert method("scale=cpu", "method=eisam_fast", "selected.eisam.lam=0.7").lam == 0.7
+    assert "selected" not in compose_config(tmp_path, "scale=paper")
     assert method("scale=paper", "method=eisam").rho == 0.05 and method("scale=paper", "method=sam").rho == 0.05
     assert method("scale=cpu", "method=eisam", "method.rho=0.3").rho == 0.3
     assert compose_config(tmp_path, "scale=cpu", "experiment=selection", "method=eisam").method.lam == 1.0
