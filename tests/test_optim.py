@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+from eisam.entry import compose_config
 from eisam.optim import (GroupSAM, ItemwiseSAM, WeightedLoss, build_method, group_mean_weights,
                          item_weights, popularity_groups)
 
@@ -358,17 +358,18 @@ def test_consecutive_skips_raise():
         method.step(nan_batch)
 
 
-def load_config(name):
-    return instantiate(OmegaConf.load(ROOT / "conf" / "method" / f"{name}.yaml"))
+def load_config(name, tmp_path):
+    """The method as ``method=<name>`` composes it (a method file extends base or another method)."""
+    return instantiate(compose_config(tmp_path, f"method={name}").method)
 
 
 @pytest.mark.parametrize("name, passes", [
     ("base", (1, 1)), ("reweight_ips", (1, 1)), ("reweight_cb", (1, 1)), ("sam", (2, 2)),
     ("imbsam", (2, 3)), ("eisam", (2, 3)), ("eisam_fast", (2, 2)), ("groupsam", (5, 8)),
 ])
-def test_method_configs_and_pass_counts(name, passes):
+def test_method_configs_and_pass_counts(name, passes, tmp_path):
     model = make_model()
-    method = load_config(name)(model.parameters(), N_TRAIN, HEAD)
+    method = load_config(name, tmp_path)(model.parameters(), N_TRAIN, HEAD)
     assert method.name == name
     x, y = torch.randn(M, 4, dtype=torch.float64), torch.arange(M)  # every item, so all 4 groups
     reports = [method.step(one_batch(model, x, y)) for _ in range(2)]
