@@ -250,3 +250,15 @@ def test_prior_check_reports_famous_and_obscure_items():
     assert len(result["obscure_sample"]) == 3 and all(1 <= o["n_train"] <= 3 for o in result["obscure_sample"])
     assert -1 <= result["spearman_prior_vs_n_train"] <= 1
     assert set(result["spearman_between_templates"]) == {"alternative"}
+
+
+def test_a_prior_template_not_among_the_templates_is_refused_before_any_work(tmp_path):
+    from eisam.config_check import validate_config
+    from eisam.entry import compose_config
+    from eisam.longtail.prior import PriorSettings
+
+    with pytest.raises(ValueError, match=r"analysis.prior.compare_with='nope': not one of"):
+        PriorSettings(template="a", templates={"a": "A:"}, compare_with="nope")
+    cfg = compose_config(tmp_path, "scale=smoke", "analysis.prior.enabled=true", "analysis.prior.template=nope")
+    with pytest.raises(ValueError, match=r"analysis.prior.template='nope': not one of analysis.prior.templates"):
+        validate_config(cfg)

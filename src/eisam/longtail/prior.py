@@ -187,22 +187,18 @@ class PriorSettings:
     cache_dir: str | None = None
     progress: bool = True
 
+    def __post_init__(self):
+        for which in ("template", "compare_with"):
+            name = getattr(self, which)
+            if name is not None and name not in self.templates:
+                raise ValueError(f"analysis.prior.{which}={name!r}: not one of analysis.prior.templates "
+                                 f"{sorted(self.templates)}")
+
     @classmethod
     def from_mapping(cls, prior: Mapping) -> PriorSettings:
-        templates = dict(prior["templates"])
-        settings = cls(template=prior["template"], templates=templates, compare_with=prior.get("compare_with"),
-                       head_ratio=prior["head_ratio"], batch_size=prior["batch_size"],
-                       cache_dir=prior.get("cache_dir"), progress=prior.get("progress", True))
-        for which in ("template", "compare_with"):
-            name = getattr(settings, which)
-            if name is not None and name not in templates:
-                raise ValueError(f"analysis.prior.{which}={name!r}: not one of analysis.prior.templates {sorted(templates)}")
-        return settings
-
-
-def has_prior(context: RunContext) -> bool:
-    """Whether the context's item statistics carry the prior columns already."""
-    return PRIOR_GROUP in context.stats.table.columns
+        return cls(template=prior["template"], templates=dict(prior["templates"]), compare_with=prior.get("compare_with"),
+                   head_ratio=prior["head_ratio"], batch_size=prior["batch_size"], cache_dir=prior.get("cache_dir"),
+                   progress=prior.get("progress", True))
 
 
 def attach_prior(model, context: RunContext, settings: PriorSettings, model_name: str) -> tuple[RunContext, dict]:

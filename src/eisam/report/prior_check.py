@@ -16,7 +16,7 @@ def check(overrides: list[str], famous=FAMOUS, n_obscure: int = 8) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from eisam.config_check import prior_settings
+    from eisam.config_check import plain
     from eisam.context import RunContext
     from eisam.entry import CONFIG_PATH, set_project_root
     from eisam.longtail.check import prior_check
@@ -27,7 +27,7 @@ def check(overrides: list[str], famous=FAMOUS, n_obscure: int = 8) -> dict:
     set_project_root()
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["logger=none", *overrides])
-    settings = prior_settings(cfg) or PriorSettings.from_mapping(cfg.analysis.prior)  # scored whether or not a run enables it
+    settings = PriorSettings.from_mapping(plain(cfg.analysis.prior))  # scored whether or not a run enables it
     started = time.perf_counter()
     data = load_data(cfg)
     model, tokenizer = instantiate(cfg.model.backbone, _convert_="all")(list(data.items["title"]))
