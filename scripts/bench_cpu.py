@@ -5,7 +5,8 @@ both alike. Timed, per precision, on SmolLM2-135M as ``scale=cpu`` builds it (Lo
 prefix cache):
 
 - ``prefix_s_per_seq``: the frozen layers' pass that builds the prefix cache (eval batch of the config);
-- ``step_s``: one ``base`` and one ``eisam`` step on a real training batch of 8 (medians);
+- ``step_s``: one ``base`` and one ``eisam`` step on a real training batch of 8 (medians), each also with
+  ``model.last_mlp_at_response`` (the last layer's MLP at the response positions only);
 - ``decode_s_per_user``: the constrained beam search of ``scale=cpu`` (10 beams, top 10) over test users,
   reading the frozen layers' keys and values from the prompt cache, as a run does.
 
@@ -45,6 +46,7 @@ from eisam.pipeline import build
 
 PRECISIONS = ("float32", "bfloat16")
 METHODS = ("base", "eisam")
+STEPS = {**{m: (m, False) for m in METHODS}, **{f"{m}_last_mlp_at_response": (m, True) for m in METHODS}}
 FLAGS_SHOWN = ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS), "amx_tile")
 SIZES = {True: dict(gemm=2048, prefix_seqs=32, step_reps=3, users=16),
          False: dict(gemm=4096, prefix_seqs=128, step_reps=7, users=64)}
@@ -100,7 +102,7 @@ class Path_:
             self.model, [context.token_sequence(s) for s in samples], cache_dir=cache_dir, dtype=dtype,
             autocast_dtype=None, pad_token_id=pad))
         self.batch = context.collate(samples)
-        self.steps = {m: self._step(m, out, layer) for m in METHODS}
+        self.steps = {name: self._step(method, out, layer, last_mlp) for name, (method, last_mlp) in STEPS.items()}
         prompts = [context.prompt_ids(s) for s in data.test]
         prompt_cache = load_or_build(self.model, prompts, cache_dir=cache_dir, dtype=dtype, autocast_dtype=None,
                                      pad_token_id=pad, with_kv=True)
@@ -111,7 +113,7 @@ class Path_:
             batch_size=d.batch_size, length_penalty=d.length_penalty, prompt_cache=prompt_cache)
         self.users = len(prompts)
 
-    def _step(self, method_name: str, out: Path, layer: int):
+    def _step(self, method_name: str, out: Path, layer: int, last_mlp_at_response: bool):
         method_cfg = compose_config(out, "scale=cpu", f"method={method_name}").method
         params = [p for p in self.model.parameters() if p.requires_grad]
         method = instantiate(method_cfg)(params=params, n_train=torch.tensor(self.data.stats.n_train),
@@ -120,14 +122,14 @@ class Path_:
 
         def loss():
             return response_nll(self.model, b["input_ids"], b["attention_mask"], b["labels"],
-                                prefix=(layer, b["prefix_hidden"]))
+                                prefix=(layer, b["prefix_hidden"]), last_mlp_at_response=last_mlp_at_response)
 
         return lambda: method.step([(loss, b["item_idx"])])
 
     def operations(self) -> dict:
         """name -> (function, units it covers)."""
         ops = {"prefix": (self.prefix, self.prefix_count)}
-        ops.update({f"step_{m}": (self.steps[m], 1) for m in METHODS})
+        ops.update({f"step_{name}": (step, 1) for name, step in self.steps.items()})
         ops["decode"] = (lambda: _in_inference(self.model, self.decode), self.users)
         return ops
 
@@ -175,7 +177,7 @@ def run(args) -> dict:
 def by_path(per_operation: dict) -> dict:
     """Per-operation values in the layout a check reads: prefix_s_per_seq, step_s {method}, decode_s_per_user."""
     return {"prefix_s_per_seq": per_operation["prefix"],
-            "step_s": {m: per_operation[f"step_{m}"] for m in METHODS},
+            "step_s": {name: per_operation[f"step_{name}"] for name in STEPS},
             "decode_s_per_user": per_operation["decode"]}
 
 
@@ -224,6 +226,8 @@ def markdown(r: dict) -> str:
              "| operation | fp32 s | bf16 s | speed-up | GFLOP | fp32 GFLOP/s (% peak) | bf16 GFLOP/s (% peak) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = [("prefix pass, per sequence", "prefix"), ("`base` step", "step_base"), ("`eisam` step", "step_eisam"),
+            ("`base` step, last MLP at the response", "step_base_last_mlp_at_response"),
+            ("`eisam` step, last MLP at the response", "step_eisam_last_mlp_at_response"),
             ("beam decoding, per user", "decode")]
     for label, key in rows:
         s = {p: r["seconds"][p][key] for p in PRECISIONS}

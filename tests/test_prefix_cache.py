@@ -178,25 +178,62 @@ def test_bad_fast_path_config_stops_before_data_is_read(smoke_cfg, overrides, cu
         train(smoke_cfg(*overrides))
 
 
-def test_prefix_cache_run_gives_the_uncached_runs_metrics(tmp_path, one_thread):
+def test_fast_path_runs_give_the_plain_runs_metrics(tmp_path, one_thread):
+    """The prefix cache, and on top of it the last MLP at the response positions only, train and test
+    to the plain run's numbers."""
     from eisam.entry import compose_config
 
+    settings = {"plain": ["model.prefix_cache=false"], "cached": ["model.prefix_cache=true"],
+                "cached_last_mlp": ["model.prefix_cache=true", "model.last_mlp_at_response=true"]}
     results = {}
-    for cached in (False, True):
-        out = tmp_path / str(cached)
-        cfg = compose_config(out, "debug=fast", "model.lora.top_layers=1", f"model.prefix_cache={cached}",
+    for name, overrides in settings.items():
+        out = tmp_path / name
+        cfg = compose_config(out, "debug=fast", "model.lora.top_layers=1", *overrides,
                              f"paths.prefix_cache_dir={tmp_path / 'prefix'}")
         validate_config(cfg)
         train(cfg)
-        results[cached] = json.loads((out / "metrics.json").read_text())
+        results[name] = json.loads((out / "metrics.json").read_text())
     assert len(list((tmp_path / "prefix").glob("*.pt"))) == 2  # the samples' states, the test prompts' keys/values
-    uncached, cached = results[False]["test"], results[True]["test"]
-    assert uncached.keys() == cached.keys()
-    for key, value in uncached.items():  # ranks exactly; NLLs to float noise of two batch layouts
-        if isinstance(value, dict):
-            assert value.keys() == cached[key].keys()
-            for metric, number in value.items():
-                assert cached[key][metric] == pytest.approx(number, rel=1e-4, abs=1e-6), (key, metric)
-        else:
-            assert cached[key] == pytest.approx(value, rel=1e-4), key
-    assert results[True]["selection"]["best_val_nll"] == pytest.approx(results[False]["selection"]["best_val_nll"], rel=1e-4)
+    plain = results["plain"]
+    for name in ("cached", "cached_last_mlp"):
+        fast = results[name]
+        assert plain["test"].keys() == fast["test"].keys()
+        for key, value in plain["test"].items():  # ranks exactly; NLLs to float noise of two batch layouts
+            if isinstance(value, dict):
+                assert value.keys() == fast["test"][key].keys()
+                for metric, number in value.items():
+                    assert fast["test"][key][metric] == pytest.approx(number, rel=1e-4, abs=1e-6), (name, key, metric)
+            else:
+                assert fast["test"][key] == pytest.approx(value, rel=1e-4), (name, key)
+        assert fast["selection"]["best_val_nll"] == pytest.approx(plain["selection"]["best_val_nll"], rel=1e-4)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_last_mlp_at_response_gives_the_whole_forwards_losses_and_gradients(tmp_path, cached):
+    """Skipping the last layer's MLP at prompt positions changes nothing a response token reads, with
+    LoRA on the MLP too (its adapters' gradients included) and rows of three lengths."""
+    model, tokenizer = build_tiny_llama(TITLES, vocab_size=300, hidden_size=32, num_layers=4, seed=3)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, top_layers=2,
+                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    sequences = random_sequences(len(tokenizer))
+    ids, mask, labels, width = padded_batch(sequences, tokenizer.pad_token_id)
+    prefix = None
+    if cached:
+        cache = load_or_build(model, sequences, cache_dir=tmp_path, dtype=torch.float32, autocast_dtype=None,
+                              pad_token_id=tokenizer.pad_token_id)
+        prefix = (cache.layer, cache.padded(sequences, width, torch.float32))
+    mlp = model.get_base_model().model.layers[-1].mlp
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    full = response_nll(model, ids, mask, labels, prefix=prefix)
+    skipped = response_nll(model, ids, mask, labels, prefix=prefix, last_mlp_at_response=True)
+    assert model.get_base_model().model.layers[-1].mlp is mlp  # put back
+    torch.testing.assert_close(skipped, full, rtol=1e-6, atol=1e-6)
+    grads_full = torch.autograd.grad(full.sum(), params)
+    grads_skipped = torch.autograd.grad(skipped.sum(), params)
+    assert all(g.abs().sum() > 0 for n, g in zip(names, grads_skipped) if "layers.3.mlp" in n)
+    for g_skipped, g_full in zip(grads_skipped, grads_full):
+        torch.testing.assert_close(g_skipped, g_full, rtol=1e-5, atol=1e-6)

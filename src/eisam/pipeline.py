@@ -194,6 +194,7 @@ def train(cfg: DictConfig) -> dict:
         total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
         warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
         prefix_layer=context.prefix_cache.layer if context.prefix_cache is not None else None,
+        last_mlp_at_response=cfg.model.get("last_mlp_at_response", False),
     )
     loggers = start_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

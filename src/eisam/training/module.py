@@ -40,11 +40,13 @@ class RecommenderModule(L.LightningModule):
     ``method``: a partial of ``eisam.optim.build_method`` (from ``conf/method``) that still needs
     ``params``, ``n_train`` and ``head_mask``. ``prefix_layer``: set when the run context carries a
     prefix cache; every training and validation batch then runs from that decoder layer up.
+    ``last_mlp_at_response``: their last layer's MLP runs at the response positions only
+    (``eisam.models.response_loss``).
     """
 
     def __init__(self, model, method: Callable, stats: ItemStats, *, total_steps: int,
                  micro_batches: int = 1, warmup_ratio: float = 0.05, min_lr_ratio: float = 0.1,
-                 prefix_layer: int | None = None):
+                 prefix_layer: int | None = None, last_mlp_at_response: bool = False):
         super().__init__()
         if micro_batches < 1:
             raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
@@ -52,7 +54,7 @@ class RecommenderModule(L.LightningModule):
         self.method_factory = method
         self.stats = stats
         self.total_steps, self.micro_batches = total_steps, micro_batches
-        self.prefix_layer = prefix_layer
+        self.prefix_layer, self.last_mlp_at_response = prefix_layer, last_mlp_at_response
         self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
@@ -66,7 +68,8 @@ class RecommenderModule(L.LightningModule):
             if "prefix_hidden" not in batch:  # never a silent full forward when the cache was asked for
                 raise RuntimeError("model.prefix_cache=true, but a batch has samples missing from the prefix cache")
             prefix = (self.prefix_layer, batch["prefix_hidden"])
-        return response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"], prefix=prefix)
+        return response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"], prefix=prefix,
+                            last_mlp_at_response=self.last_mlp_at_response)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
