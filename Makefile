@@ -49,6 +49,11 @@ EXPERIMENTS_cpu := main
 SWEEP_cpu := data=ml100k seed=0 method=mostpop,base,eisam,sam | data=ml100k seed=1,2 method=base,eisam,sam
 MORE_cpu := data=ml100k seed=0 method=eisam_fast,imbsam,reweight_ips,reweight_cb
 QUADRANTS_cpu := yes     # scale=cpu turns the prior instrument on: the prior/data quadrant tables, with CIs over users
+# SCALE=cpu_long: the candidate regime of docs/results/base (4 epochs, LoRA on attention + MLP), with the RecBole
+# reference rows; select rho and lam first (`make select SCALE=cpu_long`, then conf/selected/cpu_long.yaml).
+EXPERIMENTS_cpu_long := main
+SWEEP_cpu_long := data=ml100k seed=0 method=mostpop,sasrec,gru4rec,base,eisam,sam | data=ml100k seed=1,2 method=mostpop,sasrec,gru4rec,base,eisam,sam
+QUADRANTS_cpu_long := yes
 EXPERIMENTS_paper := main ablation sensitivity efficiency
 SWEEP_paper :=
 EXPERIMENTS ?= $(EXPERIMENTS_$(SCALE))

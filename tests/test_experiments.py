@@ -56,9 +56,9 @@ def test_variants_and_group_presets_reach_the_method(tmp_path):
     assert (g16.method.name, g16.method.groups, g16.trainer.max_steps) == ("groupsam", 16, 50)
 
 
-def make_reproduce_jobs(target: str) -> list[list[tuple[str, ...]]]:
-    """The jobs of `make <target> SCALE=cpu`, stage by stage, from the recipe make would run."""
-    script = subprocess.run(["make", "-n", "-s", target, "SCALE=cpu"], cwd=Path(CONFIG_PATH).parent, check=True,
+def make_reproduce_jobs(target: str, scale: str = "cpu") -> list[list[tuple[str, ...]]]:
+    """The jobs of `make <target> SCALE=<scale>`, stage by stage, from the recipe make would run."""
+    script = subprocess.run(["make", "-n", "-s", target, f"SCALE={scale}"], cwd=Path(CONFIG_PATH).parent, check=True,
                             capture_output=True, text=True).stdout
     stages = re.search(r'read -ra stages <<< "(.*?)";', script).group(1).split("|")
     return [[tuple(sorted(job)) for job in sweep_jobs(experiment("main"), *stage.split())] for stage in stages]
@@ -80,6 +80,22 @@ def test_make_reproduce_runs_the_powered_main_sweep_at_cpu_scale_in_stages():
     assert not set(more) & set(jobs)
     assert {dict(o.split("=", 1) for o in job)["method"] for job in more} == {
         "eisam_fast", "imbsam", "reweight_ips", "reweight_cb"}
+
+
+def test_make_reproduce_at_the_long_regime_runs_the_candidate_base_beside_the_references(tmp_path):
+    """SCALE=cpu_long: three seeds of base, sam, eisam, mostpop and both RecBole references, every job a valid
+    config of the candidate regime (attention + MLP LoRA, 4 epochs, the base search's lr, best epoch kept)."""
+    jobs = [job for stage in make_reproduce_jobs("reproduce", "cpu_long") for job in stage]
+    assert len(jobs) == len(set(jobs)) == 18
+    methods = {dict(o.split("=", 1) for o in job)["method"] for job in jobs}
+    assert methods == {"mostpop", "sasrec", "gru4rec", "base", "sam", "eisam"}
+    for job in jobs:
+        if "seed=0" in job:
+            validate_config(compose_config(tmp_path, "experiment=main", "scale=cpu_long", *job))
+    cfg = compose_config(tmp_path, "experiment=main", "scale=cpu_long", "method=eisam", "data=ml100k")
+    assert "gate_proj" in cfg.model.lora.target_modules and cfg.model.last_mlp_at_response
+    assert (cfg.trainer.max_epochs, cfg.method.lr, cfg.callbacks.model_checkpoint.every_n_train_steps) == (4, 3e-3, None)
+    assert compose_config(tmp_path, "experiment=main", "scale=cpu", "method=eisam").method.lr == 1e-3
 
 
 def test_hparams_search_tunes_eisam_on_validation_ndcg(smoke_cfg):
