@@ -28,7 +28,7 @@ from eisam.run_files import ITEM_STATS, METRICS, RESOLVED_CONFIG, VALID_PREDICTI
 # What a setting is: the knobs of the search (docs/results/base), read from the run's saved config.
 KNOBS = {"method": "method.name", "epochs": "trainer.max_epochs", "lr": "method.lr",
          "targets": "model.lora.target_modules", "r": "model.lora.r", "top_layers": "model.lora.top_layers",
-         "samples": "data.max_train_samples", "decoding": "decoding.search"}
+         "samples": "data.max_train_samples", "decoding": "decoding.search", "seed": "seed"}
 CURVES = [VAL_NLL, VAL_HEAD_NLL, VAL_TAIL_NLL, PROBE_NLL, PROBE_HEAD_NLL, PROBE_TAIL_NLL]
 
 
@@ -52,7 +52,7 @@ def read_setting(folder: Path) -> dict | None:
     _, popular_ndcg = case_hit_ndcg(target_ranks(popular, predictions.target.tolist()), K)
     cost = (metrics if trained == folder else read_metrics(trained)).get("cost") or {}
     language_model = cfg["method"].get("kind") != RECBOLE
-    knobs = {name: str(_get(cfg, key)) if language_model or name in ("method", "samples") else ""
+    knobs = {name: str(_get(cfg, key)) if language_model or name in ("method", "samples", "seed") else ""
              for name, key in KNOBS.items()}  # text: a table mixing models shows 4, not 4.0
     return {"run": str(folder), **knobs,
             "users": len(predictions), "hit": hit, "ndcg": ndcg, "vs_mostpop": ndcg - popular_ndcg,
@@ -99,7 +99,7 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
     fig, ((ax,),) = panels(1, 6.5)
     llm = table[table._llm]
     for knob in ("epochs", "lr", "targets", "r", "top_layers", "samples", "decoding"):
-        others = [k for k in KNOBS if k not in (knob, "method")]  # a curve: settings that differ in knob only
+        others = [k for k in KNOBS if k not in (knob, "method")]  # a curve: settings (of one seed) that differ in knob only
         for _, curve in llm.groupby(others, dropna=False):
             if curve[knob].nunique() < 2:
                 continue
@@ -113,7 +113,7 @@ def draw(table: pd.DataFrame, gap: pd.DataFrame, out: Path) -> list[Path]:
     for style, ((method, samples), runs) in zip(("-.", ":", (0, (1, 4)), (0, (5, 2))), references):
         ax.axhline(runs._ndcg.mean(), ls=style, color="black", label=f"{method}, {_samples(samples)} ({len(runs)} seeds)")
     ax.set(xlabel="training seconds (this CPU, shared)", ylabel=f"validation NDCG@{K}")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     paths = [save(fig, out / "ndcg_vs_compute.png")]
     if not gap.empty:
         runs = gap.run.unique()
