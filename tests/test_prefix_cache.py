@@ -16,10 +16,10 @@ from eisam.pipeline import train
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Fargo (1996)", "Casino (1995)"]
 
 
-def adapted_tiny(top_layers: int = 2):
+def adapted_tiny(top_layers: int = 2, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")):
     """A 4-layer tiny Llama with LoRA on its top layers, adapters moved off their zero init."""
     model, tokenizer = build_tiny_llama(TITLES, vocab_size=300, hidden_size=32, num_layers=4, seed=3)
-    model = apply_lora(model, r=4, alpha=8, dropout=0.0, top_layers=top_layers)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, top_layers=top_layers, target_modules=target_modules)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -212,13 +212,8 @@ def test_fast_path_runs_give_the_plain_runs_metrics(tmp_path, one_thread):
 def test_last_mlp_at_response_gives_the_whole_forwards_losses_and_gradients(tmp_path, cached):
     """Skipping the last layer's MLP at prompt positions changes nothing a response token reads, with
     LoRA on the MLP too (its adapters' gradients included) and rows of three lengths."""
-    model, tokenizer = build_tiny_llama(TITLES, vocab_size=300, hidden_size=32, num_layers=4, seed=3)
-    model = apply_lora(model, r=4, alpha=8, dropout=0.0, top_layers=2,
-                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.1)
+    model, tokenizer = adapted_tiny(
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     sequences = random_sequences(len(tokenizer))
     ids, mask, labels, width = padded_batch(sequences, tokenizer.pad_token_id)
     prefix = None
