@@ -6,7 +6,8 @@ prefix cache):
 
 - ``prefix_s_per_seq``: the frozen layers' pass that builds the prefix cache (eval batch of the config);
 - ``step_s``: one ``base`` and one ``eisam`` step on a real training batch of 8 (medians), each also with
-  ``model.last_mlp_at_response`` (the last layer's MLP at the response positions only);
+  ``model.last_mlp_at_response`` (the last layer's MLP at the response positions only) and with that and
+  ``model.last_attention_at_response`` (its query and output projections too: ``*_last_layer_at_response``);
 - ``decode_s_per_user``: the constrained beam search of ``scale=cpu`` (10 beams, top 10) over test users,
   reading the frozen layers' keys and values from the prompt cache, as a run does.
 
@@ -41,12 +42,13 @@ from eisam.entry import compose_config
 from eisam.models.backbone import torch_dtype
 from eisam.models.precision import NATIVE_BF16_FLAGS, cpu_flags, prefix_cache_dtype
 from eisam.models.prefix_cache import compute_states, first_adapted_layer, load_or_build
-from eisam.models.response_loss import response_nll
+from eisam.models.response_loss import LAST_ATTENTION, LAST_MLP, response_nll
 from eisam.pipeline import build
 
 PRECISIONS = ("float32", "bfloat16")
 METHODS = ("base", "eisam")
-STEPS = {**{m: (m, False) for m in METHODS}, **{f"{m}_last_mlp_at_response": (m, True) for m in METHODS}}
+LAST_LAYER_CUTS = {"": (), "_last_mlp_at_response": LAST_MLP, "_last_layer_at_response": LAST_MLP + LAST_ATTENTION}
+STEPS = {f"{m}{cut}": (m, parts) for cut, parts in LAST_LAYER_CUTS.items() for m in METHODS}
 FLAGS_SHOWN = ("avx2", "avx512f", *sorted(NATIVE_BF16_FLAGS), "amx_tile")
 SIZES = {True: dict(gemm=2048, prefix_seqs=32, step_reps=3, users=16),
          False: dict(gemm=4096, prefix_seqs=128, step_reps=7, users=64)}
@@ -102,7 +104,7 @@ class Path_:
             self.model, [context.token_sequence(s) for s in samples], cache_dir=cache_dir, dtype=dtype,
             autocast_dtype=None, pad_token_id=pad))
         self.batch = context.collate(samples)
-        self.steps = {name: self._step(method, out, layer, last_mlp) for name, (method, last_mlp) in STEPS.items()}
+        self.steps = {name: self._step(method, out, layer, parts) for name, (method, parts) in STEPS.items()}
         prompts = [context.prompt_ids(s) for s in data.test]
         prompt_cache = load_or_build(self.model, prompts, cache_dir=cache_dir, dtype=dtype, autocast_dtype=None,
                                      pad_token_id=pad, with_kv=True)
@@ -113,7 +115,7 @@ class Path_:
             batch_size=d.batch_size, length_penalty=d.length_penalty, prompt_cache=prompt_cache)
         self.users = len(prompts)
 
-    def _step(self, method_name: str, out: Path, layer: int, last_mlp_at_response: bool):
+    def _step(self, method_name: str, out: Path, layer: int, at_response: tuple[str, ...]):
         method_cfg = compose_config(out, "scale=cpu", f"method={method_name}").method
         params = [p for p in self.model.parameters() if p.requires_grad]
         method = instantiate(method_cfg)(params=params, n_train=torch.tensor(self.data.stats.n_train),
@@ -122,7 +124,7 @@ class Path_:
 
         def loss():
             return response_nll(self.model, b["input_ids"], b["attention_mask"], b["labels"],
-                                prefix=(layer, b["prefix_hidden"]), last_mlp_at_response=last_mlp_at_response)
+                                prefix=(layer, b["prefix_hidden"]), at_response=at_response)
 
         return lambda: method.step([(loss, b["item_idx"])])
 
@@ -228,6 +230,8 @@ def markdown(r: dict) -> str:
     rows = [("prefix pass, per sequence", "prefix"), ("`base` step", "step_base"), ("`eisam` step", "step_eisam"),
             ("`base` step, last MLP at the response", "step_base_last_mlp_at_response"),
             ("`eisam` step, last MLP at the response", "step_eisam_last_mlp_at_response"),
+            ("`base` step, last MLP, query and output projections at the response", "step_base_last_layer_at_response"),
+            ("`eisam` step, last MLP, query and output projections at the response", "step_eisam_last_layer_at_response"),
             ("beam decoding, per user", "decode")]
     for label, key in rows:
         s = {p: r["seconds"][p][key] for p in PRECISIONS}

@@ -27,10 +27,11 @@ def test_bench_cpu_writes_both_precisions_against_the_peak(tmp_path):
         for table in ("paths", "speedup"):
             assert set(result[table][precision]) == PATH_KEYS
             assert set(result[table][precision]["step_s"]) == {
-                "base", "eisam", "base_last_mlp_at_response", "eisam_last_mlp_at_response"}
+                "base", "eisam", "base_last_mlp_at_response", "eisam_last_mlp_at_response",
+                "base_last_layer_at_response", "eisam_last_layer_at_response"}
         assert all(v > 0 for v in result["paths"][precision]["step_s"].values())
         shares = result["self_time_share"][precision]["step_eisam"]
         assert abs(sum(shares.values()) - 1) < 1e-6 and shares["matrix products"] > 0
     assert set(result["speedup"]["float32"]["step_s"].values()) == {1.0}
     assert "| `eisam` step |" in out.with_suffix(".md").read_text()
-    assert len(list((tmp_path / "profile").glob("*.txt"))) == 12
+    assert len(list((tmp_path / "profile").glob("*.txt"))) == 16

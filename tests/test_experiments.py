@@ -94,6 +94,7 @@ def test_make_reproduce_at_the_long_regime_runs_the_candidate_base_beside_the_re
             validate_config(compose_config(tmp_path, "experiment=main", "scale=cpu_long", *job))
     cfg = compose_config(tmp_path, "experiment=main", "scale=cpu_long", "method=eisam", "data=ml100k")
     assert "gate_proj" in cfg.model.lora.target_modules and cfg.model.last_mlp_at_response
+    assert cfg.model.last_attention_at_response
     assert (cfg.trainer.max_epochs, cfg.method.lr, cfg.callbacks.model_checkpoint.every_n_train_steps) == (4, 3e-3, None)
     assert compose_config(tmp_path, "experiment=main", "scale=cpu", "method=eisam").method.lr == 1e-3
 

@@ -33,6 +33,8 @@ CASES = {  # id: (overrides on scale=smoke, text the error must hold)
     "prefix_cache_without_top_layers": (["model.prefix_cache=true"], "needs model.lora.top_layers"),
     "unknown_dtype": (["model.prefix_cache_dtype=float8"], "model.prefix_cache_dtype must be one of"),
     "last_mlp_not_a_bool": (["model.last_mlp_at_response=sometimes"], "model.last_mlp_at_response must be true or false"),
+    "last_attention_not_a_bool": (["model.last_attention_at_response=1"],
+                                  "model.last_attention_at_response must be true or false"),
     "unknown_method_key": (["method=eisam", "+method.rh0=0.1"], "unknown key(s) method.rh0"),
     "unknown_mostpop_key": (["method=mostpop", "+method.lr=0.1"], "unknown key(s) method.lr"),
     "unknown_model_key": (["+model.quantize=true"], "unknown key(s) model.quantize"),

@@ -9,7 +9,7 @@ import torch
 
 from eisam.models import apply_lora, build_tiny_llama, response_nll
 from eisam.models.prefix_cache import load_or_build
-from eisam.models.response_loss import IGNORE
+from eisam.models.response_loss import IGNORE, LAST_ATTENTION, LAST_MLP, check_last_layer_parts
 from eisam.config_check import validate_config
 from eisam.pipeline import train
 
@@ -179,12 +179,13 @@ def test_bad_fast_path_config_stops_before_data_is_read(smoke_cfg, overrides, cu
 
 
 def test_fast_path_runs_give_the_plain_runs_metrics(tmp_path, one_thread):
-    """The prefix cache, and on top of it the last MLP at the response positions only, train and test
-    to the plain run's numbers."""
+    """The prefix cache, and on top of it the last layer's MLP, query and output projections at the
+    response positions only, train and test to the plain run's numbers."""
     from eisam.entry import compose_config
 
     settings = {"plain": ["model.prefix_cache=false"], "cached": ["model.prefix_cache=true"],
-                "cached_last_mlp": ["model.prefix_cache=true", "model.last_mlp_at_response=true"]}
+                "cached_last_layer": ["model.prefix_cache=true", "model.last_mlp_at_response=true",
+                                      "model.last_attention_at_response=true"]}
     results = {}
     for name, overrides in settings.items():
         out = tmp_path / name
@@ -195,7 +196,7 @@ def test_fast_path_runs_give_the_plain_runs_metrics(tmp_path, one_thread):
         results[name] = json.loads((out / "metrics.json").read_text())
     assert len(list((tmp_path / "prefix").glob("*.pt"))) == 2  # the samples' states, the test prompts' keys/values
     plain = results["plain"]
-    for name in ("cached", "cached_last_mlp"):
+    for name in ("cached", "cached_last_layer"):
         fast = results[name]
         assert plain["test"].keys() == fast["test"].keys()
         for key, value in plain["test"].items():  # ranks exactly; NLLs to float noise of two batch layouts
@@ -208,10 +209,12 @@ def test_fast_path_runs_give_the_plain_runs_metrics(tmp_path, one_thread):
         assert fast["selection"]["best_val_nll"] == pytest.approx(plain["selection"]["best_val_nll"], rel=1e-4)
 
 
+@pytest.mark.parametrize("parts", [LAST_MLP, LAST_ATTENTION, LAST_MLP + LAST_ATTENTION], ids=["mlp", "attention", "both"])
 @pytest.mark.parametrize("cached", [False, True])
-def test_last_mlp_at_response_gives_the_whole_forwards_losses_and_gradients(tmp_path, cached):
-    """Skipping the last layer's MLP at prompt positions changes nothing a response token reads, with
-    LoRA on the MLP too (its adapters' gradients included) and rows of three lengths."""
+def test_last_layer_at_response_gives_the_whole_forwards_losses_and_gradients(tmp_path, cached, parts):
+    """Running the last layer's MLP, query or output projection at the response positions only changes
+    nothing a response token reads, with LoRA on all of them (their adapters' gradients included) and
+    rows of three lengths."""
     model, tokenizer = adapted_tiny(
         target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     sequences = random_sequences(len(tokenizer))
@@ -221,14 +224,23 @@ def test_last_mlp_at_response_gives_the_whole_forwards_losses_and_gradients(tmp_
         cache = load_or_build(model, sequences, cache_dir=tmp_path, dtype=torch.float32, autocast_dtype=None,
                               pad_token_id=tokenizer.pad_token_id)
         prefix = (cache.layer, cache.padded(sequences, width, torch.float32))
-    mlp = model.get_base_model().model.layers[-1].mlp
+    last = model.get_base_model().model.layers[-1]
+    originals = {part: last.get_submodule(part) for part in parts}
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
     full = response_nll(model, ids, mask, labels, prefix=prefix)
-    skipped = response_nll(model, ids, mask, labels, prefix=prefix, last_mlp_at_response=True)
-    assert model.get_base_model().model.layers[-1].mlp is mlp  # put back
+    skipped = response_nll(model, ids, mask, labels, prefix=prefix, at_response=parts)
+    assert all(last.get_submodule(part) is module for part, module in originals.items())  # put back
     torch.testing.assert_close(skipped, full, rtol=1e-6, atol=1e-6)
     grads_full = torch.autograd.grad(full.sum(), params)
     grads_skipped = torch.autograd.grad(skipped.sum(), params)
-    assert all(g.abs().sum() > 0 for n, g in zip(names, grads_skipped) if "layers.3.mlp" in n)
+    assert all(g.abs().sum() > 0 for n, g in zip(names, grads_skipped) if any(f"layers.3.{p}" in n for p in parts))
     for g_skipped, g_full in zip(grads_skipped, grads_full):
         torch.testing.assert_close(g_skipped, g_full, rtol=1e-5, atol=1e-6)
+
+
+def test_a_last_layer_without_the_part_is_a_named_error():
+    model, _ = adapted_tiny()
+    model.get_base_model().model.layers[-1].self_attn.q_proj = None
+    check_last_layer_parts(model, LAST_MLP)
+    with pytest.raises(ValueError, match=r"model.last_attention_at_response=true: .* no `self_attn.q_proj`"):
+        check_last_layer_parts(model, LAST_ATTENTION)

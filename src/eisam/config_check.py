@@ -28,7 +28,7 @@ from eisam.run_files import check_writable
 
 MOST_POPULAR = "mostpop"  # method.kind of the no-model floor (conf/method/mostpop.yaml)
 MODEL_KEYS = ("name", "backbone", "lora", "compute_dtype", "prefix_cache", "prefix_cache_dtype",
-              "last_mlp_at_response")
+              "last_mlp_at_response", "last_attention_at_response")
 MOST_POPULAR_KEYS = ("name", "kind")  # and, for kind recbole, the options of eisam.reference.train_recbole
 HYDRA_KEYS = ("_target_", "_partial_")
 
@@ -115,8 +115,9 @@ def check_model(model: Mapping) -> None:
     compute_dtype(model)  # a value outside auto/float32/bfloat16 is an error naming model.compute_dtype
     if model.get("prefix_cache_dtype") is not None:
         torch_dtype(model["prefix_cache_dtype"], "model.prefix_cache_dtype")
-    if not isinstance(model.get("last_mlp_at_response", False), bool):
-        raise ValueError(f"model.last_mlp_at_response must be true or false, got {model['last_mlp_at_response']!r}")
+    for key in ("last_mlp_at_response", "last_attention_at_response"):
+        if not isinstance(model.get(key, False), bool):
+            raise ValueError(f"model.{key} must be true or false, got {model[key]!r}")
     if not model.get("prefix_cache"):
         return
     top_layers = lora.get("top_layers")

@@ -26,6 +26,7 @@ from eisam.models import apply_lora, load_lora
 from eisam.models.backbone import torch_dtype
 from eisam.models.precision import compute_dtype, prefix_cache_dtype, to_compute_dtype
 from eisam.models.prefix_cache import key_value_bytes, load_or_build
+from eisam.models.response_loss import check_last_layer_parts, last_layer_parts
 from eisam.prompts import PromptTemplate
 from eisam.reference import RECBOLE, train_recbole
 from eisam.run_files import (ADAPTER, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL,
@@ -181,6 +182,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.method.kind == RECBOLE:
         return reference_model(cfg, out_dir)
     data, model, context = build(cfg)
+    at_response = last_layer_parts(cfg.model)
+    check_last_layer_parts(model, at_response)  # before the prefix cache is built
     prior, settings = None, prior_settings(cfg)
     if settings is not None:  # the long-tail study: prior_score/prior_group columns (no RNG used)
         context, prior = attach_prior(model, context, settings, cfg.model.name)
@@ -194,7 +197,7 @@ def train(cfg: DictConfig) -> dict:
         total_steps=total_train_steps(cfg, len(data.train)), micro_batches=cfg.micro_batches,
         warmup_ratio=cfg.scheduler.warmup_ratio, min_lr_ratio=cfg.scheduler.min_lr_ratio,
         prefix_layer=context.prefix_cache.layer if context.prefix_cache is not None else None,
-        last_mlp_at_response=cfg.model.get("last_mlp_at_response", False),
+        at_response=at_response,
     )
     loggers = start_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

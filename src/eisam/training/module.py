@@ -40,13 +40,13 @@ class RecommenderModule(L.LightningModule):
     ``method``: a partial of ``eisam.optim.build_method`` (from ``conf/method``) that still needs
     ``params``, ``n_train`` and ``head_mask``. ``prefix_layer``: set when the run context carries a
     prefix cache; every training and validation batch then runs from that decoder layer up.
-    ``last_mlp_at_response``: their last layer's MLP runs at the response positions only
-    (``eisam.models.response_loss``).
+    ``at_response``: modules of their last layer run at the response positions only
+    (``eisam.models.response_loss.last_layer_parts``).
     """
 
     def __init__(self, model, method: Callable, stats: ItemStats, *, total_steps: int,
                  micro_batches: int = 1, warmup_ratio: float = 0.05, min_lr_ratio: float = 0.1,
-                 prefix_layer: int | None = None, last_mlp_at_response: bool = False):
+                 prefix_layer: int | None = None, at_response: tuple[str, ...] = ()):
         super().__init__()
         if micro_batches < 1:
             raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
@@ -54,7 +54,7 @@ class RecommenderModule(L.LightningModule):
         self.method_factory = method
         self.stats = stats
         self.total_steps, self.micro_batches = total_steps, micro_batches
-        self.prefix_layer, self.last_mlp_at_response = prefix_layer, last_mlp_at_response
+        self.prefix_layer, self.at_response = prefix_layer, tuple(at_response)
         self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
@@ -69,7 +69,7 @@ class RecommenderModule(L.LightningModule):
                 raise RuntimeError("model.prefix_cache=true, but a batch has samples missing from the prefix cache")
             prefix = (self.prefix_layer, batch["prefix_hidden"])
         return response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"], prefix=prefix,
-                            last_mlp_at_response=self.last_mlp_at_response)
+                            at_response=self.at_response)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
