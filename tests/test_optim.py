@@ -533,3 +533,41 @@ def test_usage_example_in_docs_runs():
     exec(compile(code, "docs/method.md", "exec"), namespace)
     assert not namespace["report"].skipped
     assert namespace["method"].steps == namespace["steps"]
+
+
+@pytest.mark.parametrize("method_cls", ["eisam", "group"])
+def test_the_perturbed_pass_replays_the_first_passs_dropout(method_cls):
+    """With dropout in the loss and a vanishing ρ, g_ω⁺ − g_ω vanishes only when both passes draw the same
+    masks: the update is then plain training's (λ = 1, power weights), and without the replay it is not."""
+    x, y = make_batch(0, size=32)
+    omega = item_weights(N_TRAIN, "power", alpha=1.0)
+
+    def dropout_model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Tanh(),
+                                   torch.nn.Linear(16, M)).double()
+
+    def update(build, **kwargs):
+        model = dropout_model()
+        before = [p.detach().clone() for p in model.parameters()]
+        method = build(model, **kwargs)
+        torch.manual_seed(7)  # the dropout masks
+        method.step(one_batch(model, x, y))
+        after = torch.rand(1)  # where the generator stands after the step
+        return [p.detach() - b for p, b in zip(model.parameters(), before)], after
+
+    def sgd(model):
+        return torch.optim.SGD(model.parameters(), lr=1.0)
+
+    plain, rng_plain = update(lambda m: WeightedLoss(m.parameters(), sgd(m)))
+    if method_cls == "eisam":
+        build = lambda m, **kw: ItemwiseSAM(m.parameters(), sgd(m), omega, rho=1e-9, lam=1.0, **kw)
+    else:
+        build = lambda m, **kw: GroupSAM(m.parameters(), sgd(m), popularity_groups(N_TRAIN, 2), rho=1e-9, lam=1.0, **kw)
+    replayed, rng_replayed = update(build)
+    for r, p in zip(replayed, plain):
+        torch.testing.assert_close(r, p, rtol=1e-6, atol=1e-8)
+    drawn_anew, rng_anew = update(build, replay_rng=False)
+    assert max(float((d - p).abs().max()) for d, p in zip(drawn_anew, plain)) > 1e-3
+    assert torch.equal(rng_replayed, rng_plain)  # the step leaves the generator where one pass does:
+    assert not torch.equal(rng_anew, rng_plain)  # the next step draws fresh masks either way

@@ -16,7 +16,8 @@ KINDS = ("weighted", "sam", "group")
 def build_method(params, n_train, head_mask, *, name: str, kind: str, lr: float = 1e-3,
                  weight_decay: float = 0.0, betas=(0.9, 0.999), rho: float = 0.05, lam: float = 1.0,
                  weights: str = "uniform", alpha: float = 0.5, beta: float = 0.999, w_max: float = 10.0,
-                 direction: str = "current", adaptive: bool = False, eta: float = 0.01, groups: int = 1,
+                 direction: str = "current", adaptive: bool = False, eta: float = 0.01, replay_rng: bool = True,
+                 groups: int = 1,
                  max_grad_norm: float | None = None, max_consecutive_skips: int = 10,
                  grad_reduce=None) -> StepMethod:
     """AdamW on the trainable ``params`` wrapped in the step object that ``kind`` names.
@@ -33,7 +34,7 @@ def build_method(params, n_train, head_mask, *, name: str, kind: str, lr: float 
     omega = None if weights == "uniform" else omega  # None lets SAM skip the second backward at θ
     common = dict(max_grad_norm=max_grad_norm, max_consecutive_skips=max_consecutive_skips,
                   grad_reduce=grad_reduce)
-    sharpness = dict(rho=rho, lam=lam, adaptive=adaptive, eta=eta, **common)
+    sharpness = dict(rho=rho, lam=lam, adaptive=adaptive, eta=eta, replay_rng=replay_rng, **common)
     if kind == "weighted":
         method = WeightedLoss(params, optimizer, omega, **common)
     elif kind == "sam":

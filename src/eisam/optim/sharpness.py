@@ -41,6 +41,11 @@ def _float32_or_wider(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def _device_rng(device: torch.device):
+    """The torch module holding ``device``'s generator (torch.cuda, ...), None for the CPU."""
+    return None if device.type == "cpu" else getattr(torch, device.type)
+
+
 def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     norms = [torch.linalg.vector_norm(_float32_or_wider(t)) for t in tensors]
     return torch.linalg.vector_norm(torch.stack(norms))
@@ -179,10 +184,17 @@ class WeightedLoss(StepMethod):
 
 
 class _Perturbing(StepMethod):
-    """Adds the sharpness hyperparameters and the perturb-then-restore of θ."""
+    """Adds the sharpness hyperparameters and the perturb-then-restore of θ.
+
+    ``replay_rng``: every pass at θ + ε̂ replays the random draws of the step's first pass (the
+    global CPU generator and the parameters' device's), so a loss with dropout is the same function
+    of θ at θ and at θ + ε̂. Without it, g_ω⁺ − g_ω holds the difference of two dropout masks, a noise
+    that does not shrink with ρ.
+    """
 
     def __init__(self, params, base_optimizer, item_weights=None, *, rho: float = 0.05,
-                 lam: float = 1.0, adaptive: bool = False, eta: float = 0.01, **kwargs):
+                 lam: float = 1.0, adaptive: bool = False, eta: float = 0.01, replay_rng: bool = True,
+                 **kwargs):
         super().__init__(params, base_optimizer, item_weights, **kwargs)
         if rho <= 0:
             raise ValueError(f"rho must be > 0 for a sharpness-aware method, got {rho}")
@@ -191,10 +203,25 @@ class _Perturbing(StepMethod):
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.rho, self.lam, self.adaptive, self.eta = rho, lam, adaptive, eta
+        self.replay_rng = replay_rng
+
+    def _rng_state(self) -> list[torch.Tensor] | None:
+        """The random state the first pass will draw from (None: ``replay_rng`` off)."""
+        if not self.replay_rng:
+            return None
+        device = _device_rng(self.device)
+        return [torch.get_rng_state(), *([device.get_rng_state()] if device else [])]
+
+    def _replay(self, state: list[torch.Tensor] | None) -> None:
+        if state is not None:
+            torch.set_rng_state(state[0])
+            if len(state) > 1:
+                _device_rng(self.device).set_rng_state(state[1])
 
     @contextmanager
-    def _perturbed(self, direction: list[torch.Tensor]):
-        """Move θ to θ + ε̂ (ε̂ of norm ρ along ``direction``, or its ASAM form); restore θ bit for bit."""
+    def _perturbed(self, direction: list[torch.Tensor], rng: list[torch.Tensor] | None):
+        """Move θ to θ + ε̂ (ε̂ of norm ρ along ``direction``, or its ASAM form) with the random state
+        ``rng`` replayed; restore θ bit for bit."""
         if self.adaptive:
             scale = [p.detach().abs() + self.eta for p in self.params]
             norm = _norm([s * d for s, d in zip(scale, direction)])
@@ -203,6 +230,7 @@ class _Perturbing(StepMethod):
             norm = _norm(direction)
             eps = [self.rho * d / (norm + 1e-12) for d in direction]
         saved = [p.detach().clone() for p in self.params]
+        self._replay(rng)
         with torch.no_grad():
             for p, e in zip(self.params, eps):
                 p.add_(e.to(p.dtype))
@@ -233,6 +261,7 @@ class ItemwiseSAM(_Perturbing):
 
     def _gradient(self, micro_batches, report):
         lam, omega = self.lam, self.omega
+        rng = self._rng_state()
         if self.direction == "previous" and self.previous_direction is not None:
             (theta_part,), losses = self._phase(micro_batches, [1 - lam * omega], report)
             direction = self.previous_direction
@@ -243,7 +272,7 @@ class ItemwiseSAM(_Perturbing):
             (grad_l, direction), losses = self._phase(micro_batches, [1.0, omega], report)
             theta_part = [gl - lam * gw for gl, gw in zip(grad_l, direction)]
         report.loss, report.weighted_loss = self._mean(losses), self._mean(losses, omega)
-        with self._perturbed(direction) as report.eps_norm:
+        with self._perturbed(direction, rng) as report.eps_norm:
             (grad_plus,), losses_plus = self._phase(micro_batches, [omega], report)
         report.weighted_loss_perturbed = self._mean(losses_plus, omega)
         self.previous_direction = grad_plus
@@ -285,13 +314,14 @@ class GroupSAM(_Perturbing):
             self.grad_reduce([present])
         groups = present.nonzero().flatten().tolist()
         masks = [(self.item_groups == g).float() for g in groups]
+        rng = self._rng_state()
         group_grads, losses = self._phase(micro_batches, masks, report)
         report.loss, report.weighted_loss = self._mean(losses), self._mean(losses, self.omega)
         update = [torch.zeros_like(p) for p in self.params]
         eps_norms, report.weighted_loss_perturbed = [], 0.0
         for group, mask, grad in zip(groups, masks, group_grads):
             weight = float(self.group_weights[group])
-            with self._perturbed(grad) as eps_norm:
+            with self._perturbed(grad, rng) as eps_norm:
                 (grad_plus,), losses_plus = self._phase(micro_batches, [weight * mask], report)
             eps_norms.append(eps_norm)
             report.weighted_loss_perturbed += self._mean(losses_plus, weight * mask)
