@@ -42,7 +42,7 @@ IN_HISTORY = "data/test_targets_in_history"  # test targets that also sit in the
 # column that varies and is not implied by those before it (the ablation's variant, sensitivity's
 # rho and lam, GroupSAM's G), so the weights that a method implies do not clutter the main table.
 SETTING = ["dataset", "method", "model", "compute_dtype", "variant", "weights", "alpha", "rho", "lam", "adaptive",
-           "direction", "groups", "max_train_samples", "max_eval_users"]
+           "direction", "replay_rng", "groups", "max_train_samples", "max_eval_users"]
 # Shared by a run and its base run (a precision moves every method alike: docs/results/precision).
 PAIRED = ["dataset", "model", "compute_dtype", "max_train_samples", "max_eval_users", "seed"]
 
@@ -71,6 +71,8 @@ def read_run(folder: Path) -> dict | None:
            "model": cfg["model"]["name"], "compute_dtype": configured_compute_dtype(cfg["model"]),
            "variant": cfg.get("variant"), "seed": cfg["seed"],
            **{key: method.get(key) for key in ("weights", "alpha", "rho", "lam", "adaptive", "direction")},
+           # a perturbing run older than the key drew new dropout masks at θ + ε (docs/method.md)
+           "replay_rng": method.get("replay_rng", False) if method.get("kind") in ("sam", "group") else None,
            "groups": method.get("groups") if method.get("kind") == "group" else None,
            "max_train_samples": data.get("max_train_samples"), "max_eval_users": data.get("max_eval_users")}
     metrics_file = folder / METRICS
