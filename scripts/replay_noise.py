@@ -57,7 +57,8 @@ def main() -> None:
                                      head_mask=torch.tensor(data.stats.head_mask))
     omega = method.item_weights
     dtype = torch_dtype(prefix_cache_dtype(cfg.model))
-    layer, at_response = first_adapted_layer(model), last_layer_parts(cfg.model)
+    layer = first_adapted_layer(model)
+    at_response = last_layer_parts(mlp=cfg.model.last_mlp_at_response, attention=cfg.model.last_attention_at_response)
     samples = random.Random(0).sample(data.train, cfg.batch_size * args.batches)
     context = context.replace(prefix_cache=load_or_build(
         model, [context.token_sequence(s) for s in samples], cache_dir=out, dtype=dtype, autocast_dtype=None,

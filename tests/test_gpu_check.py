@@ -72,7 +72,7 @@ def test_theta_watcher_catches_a_step_that_does_not_restore(one_thread):
         sam.step([(loss, y)])
     assert seen == {"perturbed": True, "restored": True}
 
-    sam._perturbed = lambda direction: leaky(params, direction)  # perturbs, never restores
+    sam._perturbed = lambda direction, rng: leaky(params, direction)  # perturbs, never restores
     with watch_theta(model) as seen:
         sam.step([(loss, y)])
     assert seen == {"perturbed": True, "restored": False}

@@ -182,7 +182,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.method.kind == RECBOLE:
         return reference_model(cfg, out_dir)
     data, model, context = build(cfg)
-    at_response = last_layer_parts(cfg.model)
+    at_response = last_layer_parts(mlp=cfg.model.get("last_mlp_at_response", False),
+                                   attention=cfg.model.get("last_attention_at_response", False))
     check_last_layer_parts(model, at_response)  # before the prefix cache is built
     prior, settings = None, prior_settings(cfg)
     if settings is not None:  # the long-tail study: prior_score/prior_group columns (no RNG used)

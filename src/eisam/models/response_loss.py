@@ -16,12 +16,11 @@ LAST_MLP = ("mlp",)
 LAST_ATTENTION = ("self_attn.q_proj", "self_attn.o_proj")
 
 
-def last_layer_parts(model_cfg) -> tuple[str, ...]:
+def last_layer_parts(*, mlp: bool, attention: bool) -> tuple[str, ...]:
     """The last decoder layer's position-wise modules that a training forward runs at the response
-    positions only: ``model.last_mlp_at_response`` (its MLP) and ``model.last_attention_at_response``
-    (its query and output projections)."""
-    return ((LAST_MLP if model_cfg.get("last_mlp_at_response", False) else ())
-            + (LAST_ATTENTION if model_cfg.get("last_attention_at_response", False) else ()))
+    positions only: its MLP (``model.last_mlp_at_response``) and its query and output projections
+    (``model.last_attention_at_response``)."""
+    return (LAST_MLP if mlp else ()) + (LAST_ATTENTION if attention else ())
 
 
 def check_last_layer_parts(model, parts: tuple[str, ...]) -> None:

@@ -22,7 +22,8 @@ from eisam.report.tables import markdown
 
 SETTING = ["task", *METHOD_SETTING, "seed"]  # what makes two rows of two runs.csv files the same run
 # Setting columns added after runs.csv files were committed, with the value those earlier runs had.
-LATER_COLUMNS = {"compute_dtype": "float32"}  # the runs.csv files committed before the field: CPU runs in fp32
+LATER_COLUMNS = {"compute_dtype": "float32",  # the runs.csv files committed before the field: CPU runs in fp32
+                 "replay_rng": False}  # and before the dropout replay (eisam.optim.sharpness._Perturbing)
 
 
 def _finished(path: Path) -> pd.DataFrame:

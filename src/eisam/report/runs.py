@@ -71,8 +71,7 @@ def read_run(folder: Path) -> dict | None:
            "model": cfg["model"]["name"], "compute_dtype": configured_compute_dtype(cfg["model"]),
            "variant": cfg.get("variant"), "seed": cfg["seed"],
            **{key: method.get(key) for key in ("weights", "alpha", "rho", "lam", "adaptive", "direction")},
-           # a perturbing run older than the key drew new dropout masks at θ + ε (docs/method.md)
-           "replay_rng": method.get("replay_rng", False) if method.get("kind") in ("sam", "group") else None,
+           "replay_rng": method.get("replay_rng", False),  # a run older than the key did not replay (docs/method.md)
            "groups": method.get("groups") if method.get("kind") == "group" else None,
            "max_train_samples": data.get("max_train_samples"), "max_eval_users": data.get("max_eval_users")}
     metrics_file = folder / METRICS
