@@ -70,18 +70,19 @@ def main() -> None:
         batch = context.collate(samples[b * cfg.batch_size:(b + 1) * cfg.batch_size])
         g_l = gradient(model, params, batch, layer, torch.ones_like(omega), b, at_response)
         g_w = gradient(model, params, batch, layer, omega, b, at_response)
+        g_w_norm = norm(g_w)
         for rho in args.rho:
             saved = [p.detach().clone() for p in params]
             with torch.no_grad():
                 for p, g in zip(params, g_w):
-                    p.add_((rho * g / norm(g_w)).to(p.dtype))
+                    p.add_((rho * g / g_w_norm).to(p.dtype))
             replayed = gradient(model, params, batch, layer, omega, b, at_response)
             fresh = gradient(model, params, batch, layer, omega, 10_000 + b, at_response)
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
-            rel = [norm([a - g for a, g in zip(plus, g_w)]) / norm(g_w) for plus in (replayed, fresh)]
-            print(f"| {b} | {norm(g_l):.4f} | {norm(g_w):.4f} | {rho} | {rel[0]:.4f} | {rel[1]:.4f} |", flush=True)
+            rel = [norm([a - g for a, g in zip(plus, g_w)]) / g_w_norm for plus in (replayed, fresh)]
+            print(f"| {b} | {norm(g_l):.4f} | {g_w_norm:.4f} | {rho} | {rel[0]:.4f} | {rel[1]:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

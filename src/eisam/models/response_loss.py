@@ -52,7 +52,7 @@ class _AtPositions(torch.nn.Module):
 
 @contextmanager
 def _last_layer_at(decoder, positions: torch.Tensor | None, parts: tuple[str, ...]):
-    """The decoder with ``parts`` of its last layer run at ``positions`` only (none: unchanged).
+    """The decoder with ``parts`` of its last layer run at ``positions`` only (no parts: unchanged).
 
     Each part acts on every position alone, and the last layer's output at a position feeds nothing
     but that position's logits. The MLP and the output projection then give the whole forward's
@@ -61,7 +61,7 @@ def _last_layer_at(decoder, positions: torch.Tensor | None, parts: tuple[str, ..
     is left elsewhere is never read.
     """
     layer = decoder.layers[-1]
-    originals = {part: layer.get_submodule(part) for part in parts} if positions is not None else {}
+    originals = {part: layer.get_submodule(part) for part in parts}
     for part, module in originals.items():
         layer.set_submodule(part, _AtPositions(module, positions))
     try:

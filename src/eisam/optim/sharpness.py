@@ -205,21 +205,24 @@ class _Perturbing(StepMethod):
         self.rho, self.lam, self.adaptive, self.eta = rho, lam, adaptive, eta
         self.replay_rng = replay_rng
 
-    def _rng_state(self) -> list[torch.Tensor] | None:
-        """The random state the first pass will draw from (None: ``replay_rng`` off)."""
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The random state the first pass will draw from: the CPU generator's and, off the CPU, the
+        parameters' device's (None: ``replay_rng`` off)."""
         if not self.replay_rng:
             return None
         device = _device_rng(self.device)
-        return [torch.get_rng_state(), *([device.get_rng_state()] if device else [])]
+        return torch.get_rng_state(), device.get_rng_state() if device else None
 
-    def _replay(self, state: list[torch.Tensor] | None) -> None:
-        if state is not None:
-            torch.set_rng_state(state[0])
-            if len(state) > 1:
-                _device_rng(self.device).set_rng_state(state[1])
+    def _replay(self, state: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
+        if state is None:
+            return
+        cpu, on_device = state
+        torch.set_rng_state(cpu)
+        if on_device is not None:
+            _device_rng(self.device).set_rng_state(on_device)
 
     @contextmanager
-    def _perturbed(self, direction: list[torch.Tensor], rng: list[torch.Tensor] | None):
+    def _perturbed(self, direction: list[torch.Tensor], rng: tuple | None):
         """Move θ to θ + ε̂ (ε̂ of norm ρ along ``direction``, or its ASAM form) with the random state
         ``rng`` replayed; restore θ bit for bit."""
         if self.adaptive:
