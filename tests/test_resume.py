@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from eisam.training.module import RecommenderModule
 from eisam.pipeline import train
 
 KILL_AT_STEP = 11  # epoch 1, batch 3 of 8: mid-epoch, after an epoch boundary
+BEFORE_KILL_SECONDS = 1000.0
 
 
 class Killed(RuntimeError):
@@ -53,10 +55,19 @@ def test_killed_run_resumes_to_the_same_metrics(smoke_cfg, tmp_path, monkeypatch
             train(cfg)
     signal.signal(signal.SIGINT, sigint)  # Lightning ignores further Ctrl-C while it shuts down
     assert not (interrupted_dir / "metrics.json").exists()
-    assert torch.load(interrupted_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == KILL_AT_STEP
+    last = interrupted_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == KILL_AT_STEP
+    # The time before the kill counts in the resumed run's cost: pretend it was long.
+    checkpoint["train_seconds"] += BEFORE_KILL_SECONDS
+    torch.save(checkpoint, last)
 
     cfg.ckpt_path = "last"
+    started = time.perf_counter()
     resumed = train(cfg)
+    resume_seconds = time.perf_counter() - started
+    before = checkpoint["train_seconds"]
+    assert before < resumed["cost"]["train_seconds"] <= before + resume_seconds
     assert resumed["test"] == uninterrupted["test"]
     for key in ("train_steps", "forward_passes", "backward_passes"):
         assert resumed["cost"][key] == uninterrupted["cost"][key]

@@ -8,6 +8,7 @@ the module is the same for all of them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import lightning as L
@@ -60,6 +61,8 @@ class RecommenderModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the adapters only, not the frozen backbone
         self.method = None
         self._resumed: dict | None = None  # checkpoint being resumed, until training restarts
+        self._seconds_before = 0.0  # fit time already spent: by the runs this one resumes, or by this fit once ended
+        self._fit_started: float | None = None
         self._val_nll: dict[int, list[torch.Tensor]] = {}  # per validation dataloader: [2, batch] (nll, item)
 
     def per_sample_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -123,16 +126,28 @@ class RecommenderModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["method_state"] = self.method.state_dict()
         checkpoint["torch_rng_state"] = torch.get_rng_state()  # LoRA dropout continues as if never stopped
+        checkpoint["train_seconds"] = self.train_seconds()  # a resumed run's cost counts the time before its resume
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed = checkpoint
 
+    def train_seconds(self) -> float:
+        """Wall time of fit, validation included, summed over the runs a resumed run continues (the work
+        an interruption threw away after the last checkpoint is not counted)."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self._seconds_before + running
+
     def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
         # from_pretrained returns the backbone in eval mode; training starts in train mode, explicitly.
         self.model.train()
         # configure_optimizers has built the method by now; restore its stored direction and counters.
         if self._resumed is not None:
             self.method.load_state_dict(self._resumed["method_state"])
+            self._seconds_before = self._resumed.get("train_seconds", 0.0)  # absent in checkpoints before it
+
+    def on_fit_end(self) -> None:
+        self._seconds_before, self._fit_started = self.train_seconds(), None
 
     def on_train_start(self) -> None:
         # Lightning counts optimizer steps (global_step, max_steps, checkpoints) through its wrapper.
