@@ -50,7 +50,7 @@ SWEEP_cpu := data=ml100k seed=0 method=mostpop,base,eisam,sam | data=ml100k seed
 MORE_cpu := data=ml100k seed=0 method=eisam_fast,imbsam,reweight_ips,reweight_cb
 QUADRANTS_cpu := yes     # scale=cpu turns the prior instrument on: the prior/data quadrant tables, with CIs over users
 # SCALE=cpu_long: the candidate regime of docs/results/base (4 epochs, LoRA on attention + MLP), with the RecBole
-# reference rows; select rho and lam first (`make select SCALE=cpu_long`, then conf/selected/cpu_long.yaml).
+# reference rows, at the rho and lam chosen on validation (conf/selected/cpu_long.yaml, docs/results/selection_cpu_long).
 EXPERIMENTS_cpu_long := main
 SWEEP_cpu_long := data=ml100k seed=0 method=mostpop,sasrec,gru4rec,base,eisam,sam | data=ml100k seed=1,2 method=mostpop,sasrec,gru4rec,base,eisam,sam
 QUADRANTS_cpu_long := yes
