@@ -46,6 +46,9 @@ def _device_rng(device: torch.device):
     return None if device.type == "cpu" else getattr(torch, device.type)
 
 
+_RngState = tuple[torch.Tensor, "torch.Tensor | None"]  # the CPU generator's state, the device's (None on the CPU)
+
+
 def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     norms = [torch.linalg.vector_norm(_float32_or_wider(t)) for t in tensors]
     return torch.linalg.vector_norm(torch.stack(norms))
@@ -205,7 +208,7 @@ class _Perturbing(StepMethod):
         self.rho, self.lam, self.adaptive, self.eta = rho, lam, adaptive, eta
         self.replay_rng = replay_rng
 
-    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def _rng_state(self) -> _RngState | None:
         """The random state the first pass will draw from: the CPU generator's and, off the CPU, the
         parameters' device's (None: ``replay_rng`` off)."""
         if not self.replay_rng:
@@ -213,7 +216,7 @@ class _Perturbing(StepMethod):
         device = _device_rng(self.device)
         return torch.get_rng_state(), device.get_rng_state() if device else None
 
-    def _replay(self, state: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
+    def _replay(self, state: _RngState | None) -> None:
         if state is None:
             return
         cpu, on_device = state
@@ -222,7 +225,7 @@ class _Perturbing(StepMethod):
             _device_rng(self.device).set_rng_state(on_device)
 
     @contextmanager
-    def _perturbed(self, direction: list[torch.Tensor], rng: tuple | None):
+    def _perturbed(self, direction: list[torch.Tensor], rng: _RngState | None):
         """Move θ to θ + ε̂ (ε̂ of norm ρ along ``direction``, or its ASAM form) with the random state
         ``rng`` replayed; restore θ bit for bit."""
         if self.adaptive:
