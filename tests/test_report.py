@@ -236,3 +236,35 @@ def test_efficiency_and_sensitivity_figures(tmp_path):
     assert {"rho", "lam"} <= set(pd.read_csv(tmp_path / "sens_out" / "accuracy.csv").columns)
     for name in ("sensitivity", "head_tail", "popularity_bins"):
         assert (tmp_path / "sens_out" / f"{name}.png").stat().st_size > 0
+
+
+def test_collect_copies_finished_runs_without_weights_and_their_report_rebuilds(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    old = fake_run(sweep / "old" / "eisam", "eisam", ranks=np.full(N_USERS, 2))
+    new = fake_run(sweep / "new" / "eisam0", "eisam", ranks=np.full(N_USERS, 1))
+    os.utime(old / "metrics.json", (1, 1))  # superseded by the newer rerun
+    base = fake_run(sweep / "base", "base")
+    (base / "checkpoints").mkdir()
+    (base / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    unfinished = fake_run(sweep / "sam", "sam", finished=False)
+
+    main(["collect", str(sweep), "--out", str(tmp_path / "runs")])
+
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["base", "eisam0"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "base").iterdir()) == [
+        "config.yaml", "item_stats.csv", "metrics.json", "predictions.csv"]
+    out = capsys.readouterr().out
+    assert "2 finished runs" in out and f"left out (missing): {unfinished}" in out and f"left out (superseded): {old}" in out
+    build_report([tmp_path / "runs"], tmp_path / "rebuilt")
+    build_report([sweep], tmp_path / "original")
+    for table in ("accuracy.csv", "comparisons.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "rebuilt" / table),  # the unfinished run turns ints to floats
+                                      pd.read_csv(tmp_path / "original" / table), check_dtype=False)
+
+
+def test_collect_refuses_two_runs_of_one_name_before_copying(tmp_path):
+    fake_run(tmp_path / "a" / "run", "base")
+    fake_run(tmp_path / "b" / "run", "eisam")
+    with pytest.raises(SystemExit) as exit:
+        main(["collect", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "runs")])
+    assert exit.value.code == 2 and not (tmp_path / "runs").exists()

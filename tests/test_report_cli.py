@@ -11,7 +11,7 @@ import pytest
 
 from eisam.report.cli import COMMANDS, main
 
-LISTED = ["tables", "longtail", "prior-check", "base-search", "compare", "decoders", "rerun", "plan"]
+LISTED = ["tables", "collect", "longtail", "prior-check", "base-search", "compare", "decoders", "rerun", "plan"]
 
 
 def test_help_lists_every_command():

@@ -12,6 +12,7 @@ PROG = "python -m eisam.report"
 # A command's module is imported only when the command runs.
 COMMANDS = {
     "tables": ("eisam.report.sweep", "the tables and figures of sweeps, with their statistics"),
+    "collect": ("eisam.report.collect", "copies finished runs' report files into a results folder, without weights"),
     "longtail": ("eisam.longtail.report", "the long-tail study's quadrant tables and figures"),
     "prior-check": ("eisam.report.prior_check", "the prior instrument's sanity check on a dataset (base model only)"),
     "base-search": ("eisam.report.base_search", "the search for a base worth regularizing (validation runs)"),
