@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eisam.report.runs import load_runs
+from eisam.report.runs import config_file, load_runs
 from eisam.run_files import ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG, VALID_NLL, VALID_PREDICTIONS
 
 # Copied when present, in this order: metrics.json, which marks a run as finished, comes last.
@@ -33,8 +33,7 @@ def collect_runs(runs: pd.DataFrame, out: Path) -> list[Path]:
     for folder in done:
         target = out / folder.name
         target.mkdir(parents=True, exist_ok=True)
-        config = folder / RESOLVED_CONFIG
-        shutil.copy2(config if config.exists() else folder / ".hydra" / "config.yaml", target / RESOLVED_CONFIG)
+        shutil.copy2(config_file(folder), target / RESOLVED_CONFIG)
         for name in RUN_FILES:
             if (folder / name).exists():
                 shutil.copy2(folder / name, target / name)

@@ -59,10 +59,15 @@ def find_run_folders(paths) -> list[Path]:
     return sorted(found, key=lambda p: ([int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))], str(p)))
 
 
+def config_file(folder: Path) -> Path | None:
+    """A run's config: its resolved config.yaml, else Hydra's .hydra/config.yaml (None: neither)."""
+    return next((folder / name for name in (RESOLVED_CONFIG, ".hydra/config.yaml") if (folder / name).exists()), None)
+
+
 def read_run(folder: Path) -> dict | None:
     """One row: the run's setting (from its config), its status and, if it finished, its metrics.
     None for a folder that is not a training run (e.g. a re-evaluation)."""
-    config = next((folder / name for name in (RESOLVED_CONFIG, ".hydra/config.yaml") if (folder / name).exists()), None)
+    config = config_file(folder)
     cfg = yaml.safe_load(config.read_text()) if config else {}
     if "method" not in cfg:
         return None
