@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -260,6 +262,31 @@ def test_collect_copies_finished_runs_without_weights_and_their_report_rebuilds(
     for table in ("accuracy.csv", "comparisons.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "rebuilt" / table),  # the unfinished run turns ints to floats
                                       pd.read_csv(tmp_path / "original" / table), check_dtype=False)
+
+
+def test_collect_again_replaces_an_earlier_copy_and_drops_its_stale_files(tmp_path, monkeypatch):
+    run = fake_run(tmp_path / "sweep" / "eisam", "eisam", ranks=np.full(N_USERS, 2))
+    out = tmp_path / "runs"
+    main(["collect", str(tmp_path / "sweep"), "--out", str(out)])
+    (out / "eisam" / "valid_nll.csv").write_text("user,nll\n")  # a file the rerun no longer writes
+    shutil.rmtree(run)
+    fake_run(run, "eisam", ranks=np.full(N_USERS, 1))  # the run is redone in place
+
+    copy = shutil.copy2
+    def copy_until_metrics(source, target):
+        if Path(target).name == "metrics.json":
+            raise KeyboardInterrupt  # interrupted before the re-copy finishes
+        return copy(source, target)
+    monkeypatch.setattr(shutil, "copy2", copy_until_metrics)
+    with pytest.raises(KeyboardInterrupt):
+        main(["collect", str(tmp_path / "sweep"), "--out", str(out)])
+    assert not (out / "eisam" / "metrics.json").exists()  # the half-copied run does not look finished
+    assert not (out / "eisam" / "valid_nll.csv").exists()
+
+    monkeypatch.setattr(shutil, "copy2", copy)
+    main(["collect", str(tmp_path / "sweep"), "--out", str(out)])
+    pd.testing.assert_frame_equal(pd.read_csv(out / "eisam" / "predictions.csv"), pd.read_csv(run / "predictions.csv"))
+    assert (out / "eisam" / "metrics.json").read_text() == (run / "metrics.json").read_text()
 
 
 def test_collect_refuses_two_runs_of_one_name_before_copying(tmp_path):

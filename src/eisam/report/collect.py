@@ -2,7 +2,9 @@
 every finished run (config, item statistics, per-user predictions and NLL, metrics.json) into DIR/<run
 folder name>, leaving out adapters, checkpoints and logger files. This is how a results folder commits
 its runs so that its tables rebuild without training. Unfinished and superseded runs are left out and
-named. metrics.json is copied last, so an interrupted copy never looks like a finished run.
+named. metrics.json is copied last, so an interrupted copy never looks like a finished run; collecting
+again into DIR first removes a folder's old metrics.json and any file its run no longer has, so a
+re-copy never mixes two versions of a run.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ def collect_runs(runs: pd.DataFrame, out: Path) -> list[Path]:
     for folder in done:
         target = out / folder.name
         target.mkdir(parents=True, exist_ok=True)
+        (target / METRICS).unlink(missing_ok=True)
         shutil.copy2(config_file(folder), target / RESOLVED_CONFIG)
         for name in RUN_FILES:
             if (folder / name).exists():
                 shutil.copy2(folder / name, target / name)
+            else:
+                (target / name).unlink(missing_ok=True)
         copied.append(target)
     return copied
 
