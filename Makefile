@@ -80,10 +80,16 @@ reproduce-more: $(STAMP)
 # `make select [SCALE=cpu] [SELECT=overrides]`: experiment=selection (rho for sam and eisam on validation
 # NLL, the test split untouched) into outputs/selection/multiruns/select_<SCALE>, then its report with
 # the selection table in outputs/report/selection. SELECT replaces the sweep, e.g. the lam stage:
-# SELECT="method=eisam method.rho=0.2 method.lam=0.25,0.5,2.0".
+# SELECT="method=eisam method.rho=0.2 method.lam=0.25,0.5,2.0". Every call first trains the sweep's own
+# `base` (SELECT_BASE; skipped once finished), the reference of the table's "vs base" column: a base
+# from another sweep or code path differs from the candidates by float rounding that training
+# amplifies (docs/results/selection_cpu_long). method.rho=0.05 pins the grid's rho key, which base ignores,
+# so the stage is one job. Add seeds to both, e.g. SELECT_BASE="method=base seed=0,1".
 SELECT ?=
+SELECT_BASE ?= method=base
 select: $(STAMP)
 	@dir=outputs/selection/multiruns/select_$(SCALE); status=0; \
+	$(PY) -m eisam.train -m experiment=selection scale=$(SCALE) $(SELECT_BASE) method.rho=0.05 hydra.sweep.dir=$$dir || status=1; \
 	$(PY) -m eisam.train -m experiment=selection scale=$(SCALE) $(SELECT) hydra.sweep.dir=$$dir || status=1; \
 	$(PY) -m eisam.report tables $$dir --out outputs/report/selection || status=1; exit $$status
 

@@ -1,5 +1,6 @@
 """`make reproduce` resumes its sweep: finished jobs of the same config are skipped, unfinished ones
-resume from their last checkpoint, and a changed config value is run again, never reused."""
+resume from their last checkpoint, and a changed config value is run again, never reused. `make select`
+trains its own base before the grid."""
 
 from __future__ import annotations
 
@@ -162,3 +163,22 @@ def test_the_values_chosen_on_validation_reach_the_methods_of_their_scale(tmp_pa
     assert method("scale=paper", "method=eisam").rho == 0.05 and method("scale=paper", "method=sam").rho == 0.05
     assert method("scale=cpu", "method=eisam", "method.rho=0.3").rho == 0.3
     assert compose_config(tmp_path, "scale=cpu", "experiment=selection", "method=eisam").method.lam == 1.0
+
+
+def test_make_select_trains_its_own_base_once_as_the_reference_of_the_grid(tmp_path):
+    """`make select` first trains the sweep's own base (one job, whatever rho grid the experiment sweeps),
+    then the grid; the selection table pairs every candidate with that base."""
+    script = subprocess.run(["make", "-n", "-s", "select", "SCALE=smoke", "SELECT=method=sam method.rho=0.01,0.2"],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    stages = [shlex.split(command) for command in re.findall(r"-m eisam\.train (.*?) \|\|", script)]
+    assert [arg for arg in stages[0] if arg.startswith("method=")] == ["method=base"]
+    sweep = tmp_path / "sweep"
+    for stage in stages:
+        run_sweep([arg for arg in stage if not arg.startswith("hydra.sweep.dir=")] + ["data=synthetic"], sweep)
+    assert sorted(yaml.safe_load((d / "config.yaml").read_text())["method"]["name"]
+                  for d in sweep.iterdir() if (d / "config.yaml").exists()) == ["base", "sam", "sam"]
+
+    build_report([sweep], tmp_path / "report", only="tables")
+    table = pd.read_csv(tmp_path / "report" / "selection.csv")
+    candidates = table[(table.method == "sam") & (table.users == "overall")]
+    assert len(candidates) == 2 and candidates.diff_vs_base.notna().all()
