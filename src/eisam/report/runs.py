@@ -118,10 +118,11 @@ def read_metrics(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def read_predictions(folder: Path, columns=("target", "rank")) -> pd.DataFrame:
-    """A run's predictions.csv, one row per user (ids as text), checked to hold ``columns`` besides user;
-    ``recommended``, where asked for, as lists of item indices, best first."""
-    path = Path(folder) / PREDICTIONS
+def read_predictions(folder: Path, columns=("target", "rank"), file: str = PREDICTIONS) -> pd.DataFrame:
+    """A run's predictions.csv (or ``file``, e.g. valid_predictions.csv), one row per user (ids as text),
+    checked to hold ``columns`` besides user; ``recommended``, where asked for, as lists of item indices,
+    best first."""
+    path = Path(folder) / file
     predictions = pd.read_csv(path, dtype={"user": str, "recommended": str})
     missing = [column for column in ("user", *columns) if column not in predictions]
     if missing:
