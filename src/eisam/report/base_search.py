@@ -17,10 +17,10 @@ import yaml
 
 from eisam.data.item_stats import ItemStats
 from eisam.metric_keys import PROBE_HEAD_NLL, PROBE_NLL, PROBE_TAIL_NLL, VAL_HEAD_NLL, VAL_NLL, VAL_TAIL_NLL
-from eisam.metrics.ranking import case_hit_ndcg, target_ranks
+from eisam.metrics.ranking import case_hit_ndcg
 from eisam.reference import RECBOLE
 from eisam.report.figures import panels, save
-from eisam.report.runs import K, find_run_folders, read_metrics
+from eisam.report.runs import K, find_run_folders, mostpop_ndcg, read_metrics, read_predictions
 from eisam.report.stats import bootstrap_ci, paired_t
 from eisam.report.tables import interval, markdown
 from eisam.run_files import ITEM_STATS, METRICS, RESOLVED_CONFIG, VALID_PREDICTIONS
@@ -44,12 +44,11 @@ def read_setting(folder: Path) -> dict | None:
         return None
     cfg = yaml.safe_load((folder / RESOLVED_CONFIG).read_text())
     metrics = read_metrics(folder)
-    predictions = pd.read_csv(folder / VALID_PREDICTIONS, dtype={"user": str})
+    predictions = read_predictions(folder, ("target", "rank"), VALID_PREDICTIONS)
     hit, ndcg = case_hit_ndcg(predictions["rank"], K)
     trained = Path(metrics.get("reevaluated_from") or folder)  # a re-evaluation (another decoder) of a run
     stats = ItemStats.load(trained / ITEM_STATS)
-    popular = [stats.most_popular(K)] * len(predictions)
-    _, popular_ndcg = case_hit_ndcg(target_ranks(popular, predictions.target.tolist()), K)
+    popular_ndcg = mostpop_ndcg(stats, predictions.target)
     cost = (metrics if trained == folder else read_metrics(trained)).get("cost") or {}
     language_model = cfg["method"].get("kind") != RECBOLE
     knobs = {name: str(_get(cfg, key)) if language_model or name in ("method", "samples", "seed") else ""

@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from eisam.data.item_stats import ItemStats
-from eisam.metrics.ranking import case_hit_ndcg, target_ranks
-from eisam.report.runs import GROUPS, K, of_group, read_predictions
+from eisam.metrics.ranking import case_hit_ndcg
+from eisam.report.runs import GROUPS, K, mostpop_ndcg, of_group, read_predictions
 from eisam.report.stats import bootstrap_ci, paired_t
 from eisam.report.tables import difference, interval, markdown
 from eisam.run_files import ITEM_STATS, PREDICTIONS, VALID_PREDICTIONS
@@ -52,8 +52,7 @@ def decoded_users(run_dir: Path, reeval_dir: Path, file: str = PREDICTIONS) -> p
         raise SystemExit(f"{reeval_dir}: its targets or item groups differ from {run_dir}'s "
                          "(another split or training subset?)")
     both["overlap"] = [len(set(b) & set(e)) for b, e in zip(both.top_beam, both.top_exact)]
-    popular = stats.most_popular(K)
-    _, both["ndcg_mostpop"] = case_hit_ndcg(target_ranks([popular] * len(both), both.target_beam.tolist()), K)
+    both["ndcg_mostpop"] = mostpop_ndcg(stats, both.target_beam)
     return both.rename(columns={"group_beam": "group"})
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from eisam.data.item_stats import PRIOR_GROUP, PRIOR_SCORE, ItemStats
 from eisam.metric_keys import K
-from eisam.metrics.ranking import case_hit_ndcg
+from eisam.metrics.ranking import case_hit_ndcg, target_ranks
 from eisam.models.precision import configured_compute_dtype
 from eisam.run_files import ERROR, ITEM_STATS, METRICS, PREDICTIONS, RESOLVED_CONFIG
 
@@ -116,6 +116,12 @@ def read_metrics(folder: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no {METRICS} (not a finished run folder)")
     return json.loads(path.read_text())
+
+
+def mostpop_ndcg(stats: ItemStats, targets) -> np.ndarray:
+    """Per target, the NDCG@K of the run's `mostpop` list (the popularity floor, on the same users)."""
+    popular = stats.most_popular(K)
+    return case_hit_ndcg(target_ranks([popular] * len(targets), list(targets)), K)[1]
 
 
 def read_predictions(folder: Path, columns=("target", "rank"), file: str = PREDICTIONS) -> pd.DataFrame:
